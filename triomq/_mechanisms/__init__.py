@@ -1,0 +1,1 @@
+"""Concrete security mechanisms (pure state machines): NULL, PLAIN, CURVE."""
