@@ -1,0 +1,160 @@
+"""inproc://: sockets of the same Trio run joined by shared queues, with no codec.
+
+As in libzmq, a connecting socket's pipe exists from ``connect()`` on, so it
+can queue messages before the name is bound; the queues are joined to the
+binder's when it appears (bind and connect work in either order). Each queue's
+capacity is the sender's sndhwm plus the receiver's rcvhwm. Inproc
+connections are not re-established once either side closes.
+
+The registry of bound names lives in a ``trio.lowlevel.RunVar``: one per
+``trio.run``, no process-wide state.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+import trio
+
+from .._errors import EndpointError
+from .._zmtp._events import HandshakeComplete
+from ._core import SocketCore
+from ._pipe import Pipe
+
+
+class InprocCore(SocketCore, Protocol):
+    """What the inproc transport needs beyond ``SocketCore``."""
+
+    def wake_receivers(self) -> None: ...
+
+    def wake_senders(self) -> None: ...
+
+    def initial_subscriptions(self) -> list[bytes]: ...
+
+    def drop_pipe(self, pipe: Pipe) -> None: ...
+
+
+@attrs.define(eq=False)
+class _Pending:
+    core: InprocCore
+    pipe: Pipe
+
+
+@attrs.define(eq=False)
+class _Registry:
+    bound: dict[str, InprocCore] = attrs.field(factory=dict)
+    pending: dict[str, list[_Pending]] = attrs.field(factory=dict)
+
+
+_registry: trio.lowlevel.RunVar[_Registry] = trio.lowlevel.RunVar("triomq_inproc")
+
+
+def _get_registry() -> _Registry:
+    try:
+        return _registry.get()
+    except LookupError:
+        reg = _Registry()
+        _registry.set(reg)
+        return reg
+
+
+@attrs.define(eq=False)
+class InprocLink:
+    """A pipe's link to its inproc peer: subscriptions go straight to the peer socket."""
+
+    peer_core: InprocCore
+    peer_pipe: Pipe
+
+    def send_subscription(self, pipe: Pipe, topic: bytes, subscribe: bool) -> None:
+        self.peer_core.pipe_subscription(self.peer_pipe, topic, subscribe)
+
+
+def bind_inproc(core: InprocCore, name: str) -> None:
+    """Register *name*; join the pipes of sockets already connecting to it."""
+    reg = _get_registry()
+    if name in reg.bound:
+        raise EndpointError(f"inproc://{name} is already bound (address in use)")
+    reg.bound[name] = core
+    for pending in reg.pending.pop(name, []):
+        _join(pending.core, pending.pipe, core, name)
+
+
+def unbind_inproc(core: InprocCore, name: str) -> None:
+    reg = _get_registry()
+    if reg.bound.get(name) is core:
+        del reg.bound[name]
+
+
+def connect_inproc(core: InprocCore, name: str, pipe: Pipe) -> None:
+    """Join *pipe* (already made and attached by the connecting socket) to the binder of *name*."""
+    reg = _get_registry()
+    binder = reg.bound.get(name)
+    if binder is None:
+        reg.pending.setdefault(name, []).append(_Pending(core, pipe))
+    else:
+        _join(core, pipe, binder, name)
+
+
+def cancel_pending(core: InprocCore, pipe: Pipe) -> None:
+    """Forget a connect that never found its binder."""
+    reg = _get_registry()
+    for name, waiting in list(reg.pending.items()):
+        reg.pending[name] = [p for p in waiting if p.pipe is not pipe]
+        if not reg.pending[name]:
+            del reg.pending[name]
+
+
+def _combined(a: int, b: int) -> int:
+    return a + b if a and b else 0
+
+
+def _join(conn_core: InprocCore, conn_pipe: Pipe, bind_core: InprocCore, name: str) -> None:
+    endpoint = f"inproc://{name}"
+    bind_pipe = bind_core.new_pipe(endpoint, persistent=False)
+    # the binder's pipe shares the connector's queues, crossed over
+    bind_pipe.outq = conn_pipe.inq
+    bind_pipe.inq = conn_pipe.outq
+    c_opts, b_opts = conn_core.options, bind_core.options
+    conn_pipe.outq.capacity = _combined(c_opts.sndhwm, b_opts.rcvhwm)
+    conn_pipe.inq.capacity = _combined(b_opts.sndhwm, c_opts.rcvhwm)
+    bind_pipe.inq.on_readable = bind_core.wake_receivers
+    bind_pipe.outq.on_writable = bind_core.wake_senders
+
+    refusal = bind_core.pipe_connected(
+        bind_pipe,
+        HandshakeComplete(conn_core.socket_type, 1, conn_core.options.routing_id, {}),
+    )
+    if refusal is None:
+        refusal = conn_core.pipe_connected(
+            conn_pipe,
+            HandshakeComplete(bind_core.socket_type, 1, bind_core.options.routing_id, {}),
+        )
+        if refusal is not None:
+            bind_core.drop_pipe(bind_pipe)
+    if refusal is not None:
+        conn_core.drop_pipe(conn_pipe)
+        return
+    # inproc connections are not re-established: once joined, a close ends them
+    conn_pipe.persistent = False
+    conn_pipe.link = InprocLink(bind_core, bind_pipe)
+    bind_pipe.link = InprocLink(conn_core, conn_pipe)
+    for topic in conn_core.initial_subscriptions():
+        bind_core.pipe_subscription(bind_pipe, topic, True)
+    for topic in bind_core.initial_subscriptions():
+        conn_core.pipe_subscription(conn_pipe, topic, True)
+    # messages queued before the bind are there to read now
+    if bind_pipe.inq:
+        bind_core.wake_receivers()
+    conn_core.wake_senders()
+    bind_core.wake_senders()
+
+
+def close_inproc_pipe(pipe: Pipe) -> None:
+    """Our side of an inproc pipe is going away: the peer reads what is left, then drops it."""
+    link = pipe.link
+    pipe.link = None
+    if isinstance(link, InprocLink):
+        peer_pipe = link.peer_pipe
+        peer_pipe.link = None
+        link.peer_core.pipe_disconnected(peer_pipe)

@@ -1,0 +1,90 @@
+"""Connection events, as immutable records (what libzmq's monitor socket reports)."""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+
+class FailureKind(enum.Enum):
+    """Why a handshake failed."""
+
+    PROTOCOL = "protocol"
+    AUTH = "auth"
+    TIMEOUT = "timeout"
+    CLOSED = "closed"
+
+
+@attrs.frozen
+class MonitorEvent:
+    """Base of every connection event. ``endpoint`` is the bound or connected endpoint."""
+
+    endpoint: str
+
+
+@attrs.frozen
+class Listening(MonitorEvent):
+    """A bind succeeded."""
+
+
+@attrs.frozen
+class BindFailed(MonitorEvent):
+    reason: str
+
+
+@attrs.frozen
+class Accepted(MonitorEvent):
+    """A peer connected to a bound endpoint (the handshake comes next)."""
+
+    peer_address: str
+
+
+@attrs.frozen
+class Connected(MonitorEvent):
+    """A connect reached its peer (the handshake comes next)."""
+
+
+@attrs.frozen
+class ConnectRetried(MonitorEvent):
+    """A connect attempt failed; the next one is in ``delay`` seconds."""
+
+    delay: float
+    reason: str
+
+
+@attrs.frozen
+class HandshakeSucceeded(MonitorEvent):
+    peer_address: str
+    peer_socket_type: str
+    peer_routing_id: bytes = attrs.field(repr=lambda b: b.hex())
+    user_id: str = ""
+
+
+@attrs.frozen
+class HandshakeFailed(MonitorEvent):
+    peer_address: str
+    kind: FailureKind
+    reason: str
+
+
+@attrs.frozen
+class Disconnected(MonitorEvent):
+    """An established connection ended."""
+
+    peer_address: str
+    reason: str
+    #: messages that were queued for this peer and are lost with it
+    lost: int = 0
+
+
+@attrs.frozen
+class Closed(MonitorEvent):
+    """A bound endpoint stopped listening (unbind or socket close)."""
+
+
+@attrs.frozen
+class MessagesDropped(MonitorEvent):
+    """Messages were dropped at a high-water mark (PUB, ROUTER) since the last report."""
+
+    count: int

@@ -1,0 +1,187 @@
+"""Pipes: the bounded queues between a socket and one peer.
+
+A pipe has an outgoing queue (the socket writes, the peer's engine reads) and
+an incoming queue (the engine writes, the socket reads), each bounded by its
+high-water mark. Queues hold whole messages, so a message is queued all at once
+or not at all. Waking is done through callbacks set by whoever waits: the
+socket's parking lots on one side, the engine's (or, for inproc, the peer
+socket's) on the other. Callbacks fire on transitions only (empty to non-empty,
+full to not full), so a busy pipe costs no wake-ups.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+
+if TYPE_CHECKING:
+    from .._patterns._base import Msg
+
+
+def _noop() -> None:
+    pass
+
+
+class MessageQueue:
+    """A FIFO of messages with a capacity (0 = unlimited).
+
+    ``put`` never refuses: the writer checks ``writable()`` first, which is how
+    HWM is enforced (control items like subscriptions bypass it on purpose).
+    """
+
+    __slots__ = ("_items", "capacity", "on_readable", "on_writable")
+
+    def __init__(self, capacity: int) -> None:
+        self._items: deque[Any] = deque()
+        self.capacity = capacity
+        #: called when the queue goes from empty to non-empty
+        self.on_readable: Callable[[], None] = _noop
+        #: called when the queue goes from full to having room
+        self.on_writable: Callable[[], None] = _noop
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def writable(self) -> bool:
+        cap = self.capacity
+        return not cap or len(self._items) < cap
+
+    def put(self, item: Any) -> None:
+        items = self._items
+        items.append(item)
+        if len(items) == 1:
+            self.on_readable()
+
+    def get(self) -> Any:
+        items = self._items
+        item = items.popleft()
+        if len(items) + 1 == self.capacity:
+            self.on_writable()
+        return item
+
+    def get_batch(self, max_items: int) -> list[Any]:
+        """Up to *max_items* items from the front."""
+        items = self._items
+        before = len(items)
+        if before <= max_items:
+            batch = list(items)
+            items.clear()
+        else:
+            popleft = items.popleft
+            batch = [popleft() for _ in range(max_items)]
+        cap = self.capacity
+        if cap and before >= cap > len(items):
+            self.on_writable()
+        return batch
+
+    def unget(self, item: Any) -> None:
+        """Put an item back at the front (a reader that took it but could not use it)."""
+        self._items.appendleft(item)
+        if len(self._items) == 1:
+            self.on_readable()
+
+    def remove_if(self, predicate: Callable[[Any], bool]) -> int:
+        """Drop the items matching *predicate*; returns how many."""
+        kept = [item for item in self._items if not predicate(item)]
+        removed = len(self._items) - len(kept)
+        if removed:
+            before = len(self._items)
+            self._items = deque(kept)
+            cap = self.capacity
+            if cap and before >= cap > len(kept):
+                self.on_writable()
+        return removed
+
+    def clear(self) -> int:
+        return self.remove_if(lambda item: True)
+
+
+@attrs.frozen
+class SubscriptionCommand:
+    """A subscription travelling in a pipe's outgoing queue (bypasses the HWM)."""
+
+    topic: bytes
+    subscribe: bool
+
+
+class PipeLink(Protocol):
+    """Where a pipe's control traffic goes: the engine (stream) or the inproc peer."""
+
+    def send_subscription(self, pipe: Pipe, topic: bytes, subscribe: bool) -> None: ...
+
+
+@attrs.define(eq=False, slots=True, repr=False)
+class Pipe:
+    """One peer's pair of queues, as a pattern sees it (``PipeLike``).
+
+    Attributes:
+        endpoint: the endpoint this pipe belongs to (for monitoring and disconnect).
+        persistent: a connecting socket's pipe, kept across reconnects.
+        connected: the peer's handshake is complete and it is there now.
+        terminating: the peer is gone; the pipe only yields what it already received.
+    """
+
+    outq: MessageQueue
+    inq: MessageQueue
+    endpoint: str
+    persistent: bool = False
+    routing_id: bytes = b""
+    connected: bool = False
+    terminating: bool = False
+    link: PipeLink | None = None
+    #: the peer's ZMTP minor version, and its metadata
+    peer_minor: int = 1
+    peer_metadata: dict[str, bytes] = attrs.field(factory=dict)
+    #: called once the pipe is terminating and its incoming queue is empty
+    on_drained: Callable[[Pipe], None] = attrs.field(default=lambda pipe: None)
+    #: messages counted through this pipe
+    messages_out: int = 0
+    messages_in: int = 0
+    #: messages lost when the connection broke (queued or half-written)
+    lost: int = 0
+    #: a writer is between taking messages off outq and finishing writing them
+    writing: bool = False
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "terminating" if self.terminating else "pending"
+        return f"<Pipe {self.endpoint} {state} out={len(self.outq)} in={len(self.inq)}>"
+
+    # --- PipeLike, as the patterns use it
+
+    def writable(self) -> bool:
+        return not self.terminating and self.outq.writable()
+
+    def write(self, msg: Msg) -> None:
+        self.messages_out += 1
+        self.outq.put(msg)
+
+    def readable(self) -> bool:
+        return bool(self.inq)
+
+    def read(self) -> Msg:
+        msg: Msg = self.inq.get()
+        if self.terminating and not self.inq:
+            self.on_drained(self)
+        return msg
+
+    def send_subscription(self, topic: bytes, subscribe: bool) -> None:
+        link = self.link
+        if link is not None:
+            link.send_subscription(self, topic, subscribe)
+
+    # --- engine side
+
+    def deliver(self, msg: Msg) -> None:
+        """The engine queues a received message (after checking ``inq.writable()``)."""
+        self.messages_in += 1
+        self.inq.put(msg)
+
+    def idle(self) -> bool:
+        """Nothing waits to be written to the peer."""
+        return not self.outq and not self.writing

@@ -1,0 +1,388 @@
+"""One connection's engine: handshake, then a reader and a writer task.
+
+``run_stream_session`` never raises ordinary errors: whatever ends a
+connection (EOF, a protocol error, a broken stream, a failed handshake) is
+logged and reported as a monitor event, and the function returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import attrs
+import trio
+
+from .._errors import AuthenticationError, HandshakeError, ProtocolError, TriomqError
+from .._zmtp._connection import ZMTPConnection
+from .._zmtp._events import (
+    NEED_DATA,
+    AuthenticationRequested,
+    ConnectionClosed,
+    HandshakeComplete,
+    Message,
+    PeerError,
+    Ping,
+    Pong,
+    Subscription,
+)
+from .._zmtp._frames import Buffer
+from ._core import SocketCore
+from ._monitor import Disconnected, FailureKind, HandshakeFailed, HandshakeSucceeded
+from ._pipe import Pipe, SubscriptionCommand
+
+logger = logging.getLogger("triomq")
+
+RECEIVE_SIZE = 256 * 1024
+#: a writer sends at most this many bytes per write call (more when one message is larger)
+WRITE_BUDGET = 256 * 1024
+#: and at most this many messages
+WRITE_BATCH = 1024
+
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+@attrs.frozen
+class PingCommand:
+    ttl: float
+    context: bytes = b""
+
+
+@attrs.frozen
+class PongCommand:
+    context: bytes
+
+
+class _SessionEnded(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def _handshake(
+    core: SocketCore, stream: trio.abc.Stream, conn: ZMTPConnection, peer_address: str
+) -> HandshakeComplete:
+    await stream.send_all(conn.data_to_send())
+    while True:
+        data = await stream.receive_some(65536)
+        conn.receive_data(data)
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                break
+            if isinstance(event, HandshakeComplete):
+                out = conn.data_to_send()
+                if out:
+                    await stream.send_all(out)
+                return event
+            if isinstance(event, AuthenticationRequested):
+                routing_id = conn.mechanism.peer_metadata.get("Identity", b"")
+                allowed, user_id, reason = await core.authenticate(
+                    event.credentials, address=peer_address, routing_id=routing_id
+                )
+                conn.authentication_result(allowed, user_id=user_id, reason=reason)
+                out = conn.data_to_send()
+                if out:
+                    await stream.send_all(out)
+                if not allowed:
+                    raise AuthenticationError(f"authenticator refused the peer: {reason or 'denied'}")
+            elif isinstance(event, PeerError):
+                raise HandshakeError(f"peer refused the handshake: {event.reason}")
+            elif isinstance(event, ConnectionClosed):
+                raise HandshakeError("peer closed the connection during the handshake")
+        out = conn.data_to_send()
+        if out:
+            await stream.send_all(out)
+
+
+async def run_stream_session(
+    core: SocketCore,
+    stream: trio.abc.Stream,
+    *,
+    endpoint: str,
+    peer_address: str,
+    pipe: Pipe | None = None,
+) -> bool:
+    """Run one connection to its end. Returns True if its handshake succeeded.
+
+    A connecting socket passes its persistent *pipe*; an accepting one passes
+    None and a pipe is made once the handshake succeeds.
+    """
+    conn = core.make_connection()
+    try:
+        try:
+            timeout = core.options.handshake_ivl
+            with trio.fail_after(timeout if timeout else math.inf):
+                handshake = await _handshake(core, stream, conn, peer_address)
+        except trio.TooSlowError:
+            _handshake_failed(core, endpoint, peer_address, FailureKind.TIMEOUT, "handshake timed out")
+            return False
+        except AuthenticationError as exc:
+            await _send_error_quietly(stream, conn, str(exc))
+            _handshake_failed(core, endpoint, peer_address, FailureKind.AUTH, str(exc))
+            return False
+        except (ProtocolError, HandshakeError) as exc:
+            await _send_error_quietly(stream, conn, str(exc))
+            kind = FailureKind.PROTOCOL
+            if isinstance(exc, HandshakeError) and "closed" in str(exc):
+                kind = FailureKind.CLOSED
+            _handshake_failed(core, endpoint, peer_address, kind, str(exc))
+            return False
+        except _STREAM_ERRORS as exc:
+            _handshake_failed(core, endpoint, peer_address, FailureKind.CLOSED, _describe(exc))
+            return False
+
+        if pipe is None:
+            pipe = core.new_pipe(endpoint, persistent=False)
+        refusal = core.pipe_connected(pipe, handshake)
+        if refusal is not None:
+            await _send_error_quietly(stream, conn, refusal, force=True)
+            _handshake_failed(core, endpoint, peer_address, FailureKind.PROTOCOL, refusal)
+            if not pipe.persistent:
+                core.pipe_disconnected(pipe)
+            return False
+        core.emit(
+            HandshakeSucceeded(
+                endpoint,
+                peer_address,
+                handshake.peer_socket_type.name,
+                handshake.peer_routing_id,
+                handshake.user_id.decode("utf-8", "replace"),
+            )
+        )
+        session = _Session(core, stream, conn, pipe)
+        try:
+            reason = await session.run()
+        finally:
+            lost = pipe.lost
+            core.pipe_disconnected(pipe)
+        logger.debug("%s: disconnected from %s: %s", endpoint, peer_address or "peer", reason)
+        core.emit(Disconnected(endpoint, peer_address, reason, pipe.lost - lost))
+        return True
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def _handshake_failed(
+    core: SocketCore, endpoint: str, peer_address: str, kind: FailureKind, reason: str
+) -> None:
+    logger.info("%s: handshake with %s failed (%s): %s", endpoint, peer_address or "peer", kind.value, reason)
+    core.emit(HandshakeFailed(endpoint, peer_address, kind, reason))
+
+
+async def _send_error_quietly(
+    stream: trio.abc.Stream, conn: ZMTPConnection, reason: str, *, force: bool = False
+) -> None:
+    data = conn.data_to_send()
+    if force:
+        data += conn.encode_error(reason)
+    if not data:
+        return
+    with trio.move_on_after(1):
+        try:
+            await stream.send_all(data)
+        except _STREAM_ERRORS:
+            pass
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+class _Session:
+    """The reader, writer and heartbeat tasks of one established connection."""
+
+    def __init__(self, core: SocketCore, stream: trio.abc.Stream, conn: ZMTPConnection, pipe: Pipe) -> None:
+        self.core = core
+        self.stream = stream
+        self.conn = conn
+        self.pipe = pipe
+        self._reader_lot = trio.lowlevel.ParkingLot()
+        self._writer_lot = trio.lowlevel.ParkingLot()
+        self.reason = "closed"
+        self._last_received = trio.current_time()
+        #: how long the peer may stay silent (heartbeat timeout, or the TTL it asked for)
+        self._peer_timeout: float | None = None
+        self._heartbeating = False
+        self._nursery: trio.Nursery | None = None
+
+    # the pipe's link: subscriptions travel in the outgoing queue, in order
+    def send_subscription(self, pipe: Pipe, topic: bytes, subscribe: bool) -> None:
+        pipe.outq.put(SubscriptionCommand(topic, subscribe))
+
+    async def run(self) -> str:
+        pipe = self.pipe
+        pipe.outq.on_readable = self._writer_lot.unpark_all
+        pipe.inq.on_writable = self._reader_lot.unpark_all
+        pipe.peer_minor = self.conn.peer_minor
+        # subscriptions go first, then anything queued while disconnected
+        for topic in reversed(self.core_subscriptions()):
+            pipe.outq.unget(SubscriptionCommand(topic, True))
+        pipe.link = self
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._guard, self._read_loop, nursery)
+                nursery.start_soon(self._guard, self._write_loop, nursery)
+                if self.core.options.heartbeat_ivl:
+                    self._heartbeating = True
+                    nursery.start_soon(self._guard, self._heartbeat_loop, nursery)
+        finally:
+            pipe.link = None
+            pipe.writing = False
+            pipe.outq.on_readable = _noop
+            pipe.inq.on_writable = _noop
+        return self.reason
+
+    def core_subscriptions(self) -> list[bytes]:
+        pattern = getattr(self.core, "pattern", None)
+        return pattern.initial_subscriptions() if pattern is not None else []
+
+    async def _guard(self, fn, nursery: trio.Nursery) -> None:  # type: ignore[no-untyped-def]
+        try:
+            await fn()
+        except _SessionEnded as exc:
+            self.reason = exc.reason
+        except ProtocolError as exc:
+            self.reason = f"protocol error: {exc.reason}"
+            logger.info("%s: dropping peer: %s", self.pipe.endpoint, exc.reason)
+            await _send_error_quietly(self.stream, self.conn, exc.reason)
+        except TriomqError as exc:
+            self.reason = str(exc)
+        except _STREAM_ERRORS as exc:
+            self.reason = _describe(exc)
+        nursery.cancel_scope.cancel()
+
+    async def _read_loop(self) -> None:
+        stream = self.stream
+        conn = self.conn
+        pipe = self.pipe
+        inq = pipe.inq
+        receives = self.core.receives
+        core = self.core
+        next_event = conn.next_event
+        current_time = trio.current_time
+        while True:
+            data = await stream.receive_some(RECEIVE_SIZE)
+            self._last_received = current_time()
+            conn.receive_data(data)
+            while True:
+                event = next_event()
+                if type(event) is Message:
+                    if receives:
+                        if not inq.writable():
+                            while not inq.writable():
+                                await self._reader_lot.park()
+                        pipe.deliver(event.frames)
+                    continue
+                if event is NEED_DATA:
+                    break
+                if isinstance(event, Subscription):
+                    core.pipe_subscription(pipe, event.topic, event.subscribe)
+                elif isinstance(event, Ping):
+                    pipe.outq.put(PongCommand(event.context))
+                    if event.ttl and not self._peer_timeout:
+                        self._peer_timeout = event.ttl
+                        if not self._heartbeating:
+                            self._heartbeating = True
+                            assert self._nursery is not None
+                            self._nursery.start_soon(self._guard, self._heartbeat_loop, self._nursery)
+                elif isinstance(event, Pong):
+                    pass
+                elif isinstance(event, PeerError):
+                    raise _SessionEnded(f"peer sent ERROR: {event.reason}")
+                elif isinstance(event, ConnectionClosed):
+                    raise _SessionEnded("peer closed the connection")
+
+    async def _write_loop(self) -> None:
+        stream = self.stream
+        conn = self.conn
+        pipe = self.pipe
+        outq = pipe.outq
+        core = self.core
+        encode_into = conn.encode_messages_into
+        while True:
+            if not outq:
+                core.pipe_flushed(pipe)
+                while not outq:
+                    await self._writer_lot.park()
+            pipe.writing = True
+            out: list[Buffer] = []
+            budget = WRITE_BUDGET
+            count = 0
+            messages = 0
+            batch: list[list[bytes]] = []
+            while outq and budget > 0 and count < WRITE_BATCH:
+                item = outq.get()
+                count += 1
+                if type(item) is list:
+                    batch.append(item)
+                    for frame in item:
+                        budget -= len(frame)
+                    continue
+                if batch:
+                    messages += len(batch)
+                    encode_into(out, batch)
+                    batch = []
+                out.append(self._encode_control(item))
+            if batch:
+                messages += len(batch)
+                encode_into(out, batch)
+            try:
+                await stream.send_all(b"".join(out) if len(out) > 1 else out[0])
+            except BaseException:
+                # whatever was taken off the queue and not fully written is lost
+                pipe.lost += messages
+                raise
+            pipe.writing = False
+
+    def _encode_control(self, item: object) -> bytes:
+        conn = self.conn
+        if isinstance(item, SubscriptionCommand):
+            return conn.encode_subscription(item.topic, item.subscribe)
+        if isinstance(item, PongCommand):
+            return conn.encode_pong(item.context)
+        if isinstance(item, PingCommand):
+            return conn.encode_ping(item.ttl, item.context)
+        raise AssertionError(f"unknown control item {item!r}")
+
+    async def _heartbeat_loop(self) -> None:
+        """PING every heartbeat_ivl; drop the peer if nothing arrives within
+        heartbeat_timeout of a PING, or within the TTL the peer asked for."""
+        options = self.core.options
+        ivl = options.heartbeat_ivl
+        timeout = options.heartbeat_timeout or ivl
+        ttl = options.heartbeat_ttl or 0.0
+        outq = self.pipe.outq
+        now = trio.current_time()
+        next_ping = now + ivl if ivl else math.inf
+        pending: float | None = None
+        while True:
+            wake = next_ping
+            if pending is not None and timeout:
+                wake = min(wake, pending + timeout)
+            if self._peer_timeout:
+                wake = min(wake, self._last_received + self._peer_timeout)
+            await trio.sleep_until(wake)
+            now = trio.current_time()
+            last = self._last_received
+            if pending is not None:
+                if last >= pending:
+                    pending = None
+                elif timeout and now >= pending + timeout:
+                    raise _SessionEnded(f"heartbeat timeout: no answer to PING in {timeout}s")
+            if self._peer_timeout and now - last >= self._peer_timeout:
+                raise _SessionEnded(f"heartbeat TTL of {self._peer_timeout}s expired")
+            if now >= next_ping:
+                outq.put(PingCommand(ttl))
+                if pending is None:
+                    pending = now
+                next_ping = now + ivl  # type: ignore[operator]
+
+
+def _noop() -> None:
+    pass

@@ -1,0 +1,102 @@
+"""Socket options: ZeroMQ's names, Trio's units (seconds as floats), validated once."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+from attrs import validators as v
+
+_seconds = v.optional(v.and_(v.instance_of((int, float)), v.ge(0)))
+_count = v.and_(v.instance_of(int), v.ge(0))
+
+
+def _routing_id(instance: object, attribute: object, value: bytes) -> None:
+    if len(value) > 255:
+        raise ValueError("routing_id is at most 255 bytes")
+    if value[:1] == b"\x00":
+        raise ValueError("routing_id may not start with a zero byte (reserved by libzmq)")
+
+
+@attrs.frozen(kw_only=True)
+class SocketOptions:
+    """Every option a socket accepts. Pass them as keyword arguments to ``open_socket``.
+
+    Times are in seconds. ``None`` means "never" or "unlimited" where libzmq uses -1.
+    """
+
+    #: messages queued per outgoing pipe before send blocks or drops (0 = unlimited)
+    sndhwm: int = attrs.field(default=1000, validator=_count)
+    #: messages queued per incoming pipe before the reader stops reading (0 = unlimited)
+    rcvhwm: int = attrs.field(default=1000, validator=_count)
+    #: how long closing waits for queued messages to be sent (None = until sent, 0 = drop)
+    linger: float | None = attrs.field(default=None, validator=_seconds)
+    #: first reconnect delay (None = do not reconnect)
+    reconnect_ivl: float | None = attrs.field(default=0.1, validator=_seconds)
+    #: the largest reconnect delay with exponential backoff (0 = no backoff growth)
+    reconnect_ivl_max: float = attrs.field(default=0.0, validator=_seconds)
+    #: a handshake taking longer fails (None = no limit)
+    handshake_ivl: float | None = attrs.field(default=30.0, validator=_seconds)
+    #: refuse frames (and messages) larger than this many bytes (None = unlimited)
+    maxmsgsize: int | None = attrs.field(default=None, validator=v.optional(_count))
+    #: our routing id, announced to ROUTER peers
+    routing_id: bytes = attrs.field(
+        default=b"", converter=bytes, validator=v.and_(v.instance_of(bytes), _routing_id)
+    )
+    #: extra metadata properties announced in the handshake (names like "X-...")
+    metadata: dict[str, bytes] = attrs.field(factory=dict)
+    #: with tcp://*, listen on IPv6 as well as IPv4
+    ipv6: bool = False
+    #: only queue messages on pipes whose connection is complete
+    immediate: bool = False
+    #: backlog for listening sockets
+    backlog: int = attrs.field(default=100, validator=_count)
+
+    # --- heartbeats
+    heartbeat_ivl: float | None = attrs.field(default=None, validator=_seconds)
+    heartbeat_timeout: float | None = attrs.field(default=None, validator=_seconds)
+    heartbeat_ttl: float | None = attrs.field(default=None, validator=_seconds)
+
+    # --- request-reply and routing
+    req_correlate: bool = True
+    req_relaxed: bool = True
+    router_mandatory: bool = False
+    router_handover: bool = False
+    probe_router: bool = False
+
+    # --- publish-subscribe
+    xpub_verbose: bool = False
+    xpub_verboser: bool = False
+    xpub_manual: bool = False
+    xpub_welcome_msg: bytes | None = None
+    invert_matching: bool = False
+    #: SUB only: topics to subscribe to from the start
+    subscribe: tuple[bytes, ...] = attrs.field(default=(), converter=tuple)
+
+    # --- security
+    plain_server: bool = False
+    plain_username: bytes | None = None
+    plain_password: bytes | None = None
+    curve_server: bool = False
+    curve_publickey: bytes | str | None = None
+    curve_secretkey: bytes | str | None = None
+    curve_serverkey: bytes | str | None = None
+    zap_domain: str = ""
+    #: an async callable judging each peer's handshake (see triomq.auth)
+    authenticator: Callable[[Any], Awaitable[Any]] | None = None
+    #: ssl.SSLContext for tls:// endpoints
+    ssl_context: Any = None
+    #: server_hostname for tls:// connections (defaults to the endpoint's host)
+    tls_hostname: str | None = None
+
+    # --- multicast (epgm://)
+    rate: int = attrs.field(default=100, validator=_count)
+    recovery_ivl: float = attrs.field(default=10.0, validator=_seconds)
+    multicast_hops: int = attrs.field(default=0, validator=_count)
+    multicast_loop: bool = True
+    multicast_maxtpdu: int = attrs.field(default=1500, validator=_count)
+
+    # --- disk swap
+    swap: int = attrs.field(default=0, validator=_count)
+    swap_dir: str | None = None

@@ -1,0 +1,111 @@
+"""The Pattern interface and the pipe protocol patterns see."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Protocol
+
+from .._errors import StateError
+from .._options import SocketOptions
+from .._socket_type import SocketType
+
+#: A message is a list of frames. A pattern may prepend or strip envelope frames.
+Msg = list[bytes]
+
+
+class PipeLike(Protocol):
+    """What a pattern may do with a pipe (one peer's pair of bounded queues)."""
+
+    #: the peer's routing id, known once the handshake completes (ROUTER uses it)
+    routing_id: bytes
+    #: True once the peer's handshake completed (``immediate`` sockets only use these)
+    connected: bool
+
+    def writable(self) -> bool:
+        """Room for one more message in the outgoing queue (below sndhwm)."""
+
+    def write(self, msg: Msg) -> None:
+        """Queue a whole message for the peer (call only when writable())."""
+
+    def readable(self) -> bool:
+        """A message from the peer is waiting."""
+
+    def read(self) -> Msg:
+        """Take the next message from the peer (call only when readable())."""
+
+    def send_subscription(self, topic: bytes, subscribe: bool) -> None:
+        """Pass a subscription (or cancel) to the peer, bypassing the HWM."""
+
+
+class Pattern(abc.ABC):
+    """One socket type's rules. The socket calls it with its pipes; it never blocks.
+
+    ``send`` returns False when the message cannot be queued now (the socket then
+    waits and retries); patterns that drop instead return True after dropping.
+    ``recv`` returns None when nothing is available.
+    """
+
+    socket_type: SocketType
+    #: False for send-only types (PUB, PUSH): incoming messages are discarded
+    receives: bool = True
+    #: False for receive-only types (SUB, PULL)
+    sends: bool = True
+
+    def __init__(self, options: SocketOptions) -> None:
+        self.options = options
+        #: messages this pattern dropped (HWM, unroutable)
+        self.dropped = 0
+        #: set by the socket: call when something a receiver waits for arrived
+        self.wake_receivers: Callable[[], None] = _noop
+        #: set by the socket: call when a waiting sender may now succeed
+        self.wake_senders: Callable[[], None] = _noop
+        self._put_back: list[Msg] = []
+
+    @abc.abstractmethod
+    def attach(self, pipe: PipeLike) -> bool:
+        """A new pipe (a new peer, or a connecting pipe not yet connected).
+
+        Returns False to refuse it (PAIR takes one peer only).
+        """
+
+    @abc.abstractmethod
+    def detach(self, pipe: PipeLike) -> None:
+        """A pipe is gone for good."""
+
+    def connected(self, pipe: PipeLike) -> str | None:
+        """A pipe's peer completed its handshake (also after a reconnect).
+
+        Returns a reason to refuse the peer (e.g. a duplicate routing id), or None.
+        """
+        return None
+
+    def disconnected(self, pipe: PipeLike) -> None:  # noqa: B027
+        """A pipe's connection ended (it may come back, or be detached later)."""
+
+    def send(self, msg: Msg) -> bool:
+        raise StateError(f"{self.socket_type.name} sockets cannot send")
+
+    def recv(self) -> Msg | None:
+        """The next message for the application, or None."""
+        if self._put_back:
+            return self._put_back.pop()
+        return self.recv_message()
+
+    def recv_message(self) -> Msg | None:
+        raise StateError(f"{self.socket_type.name} sockets cannot receive")
+
+    def unrecv(self, msg: Msg) -> None:
+        """Put a message handed out by recv() back; the next recv() returns it."""
+        self._put_back.append(msg)
+
+    def subscription(self, pipe: PipeLike, topic: bytes, subscribe: bool) -> None:  # noqa: B027
+        """A peer subscribed or cancelled (only publishers care)."""
+
+    def initial_subscriptions(self) -> list[bytes]:
+        """Topics to announce to a peer that just connected (only subscribers have any)."""
+        return []
+
+
+def _noop() -> None:
+    pass

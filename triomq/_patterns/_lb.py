@@ -1,0 +1,80 @@
+"""Load balancing (round robin over writable pipes) and fair queueing (round robin over readable ones)."""
+
+from __future__ import annotations
+
+from ._base import Msg, PipeLike
+
+
+class LoadBalancer:
+    """Round-robin over the pipes that have room, as libzmq's lb_t."""
+
+    __slots__ = ("pipes", "_next")
+
+    def __init__(self) -> None:
+        self.pipes: list[PipeLike] = []
+        self._next = 0
+
+    def attach(self, pipe: PipeLike) -> None:
+        self.pipes.append(pipe)
+
+    def detach(self, pipe: PipeLike) -> None:
+        i = self.pipes.index(pipe)
+        del self.pipes[i]
+        if i < self._next:
+            self._next -= 1
+        if self._next >= len(self.pipes):
+            self._next = 0
+
+    def pick(self, only_connected: bool = False) -> PipeLike | None:
+        """The next pipe with room, advancing the round robin; None if all are full."""
+        pipes = self.pipes
+        n = len(pipes)
+        start = self._next
+        for k in range(n):
+            i = (start + k) % n
+            pipe = pipes[i]
+            if pipe.writable() and (pipe.connected or not only_connected):
+                self._next = (i + 1) % n
+                return pipe
+        return None
+
+    def send(self, msg: Msg, only_connected: bool = False) -> PipeLike | None:
+        """Queue *msg* on the next pipe with room; the pipe used, or None."""
+        pipe = self.pick(only_connected)
+        if pipe is not None:
+            pipe.write(msg)
+        return pipe
+
+
+class FairQueue:
+    """Round-robin over the pipes that have a message waiting, as libzmq's fq_t."""
+
+    __slots__ = ("pipes", "_next")
+
+    def __init__(self) -> None:
+        self.pipes: list[PipeLike] = []
+        self._next = 0
+
+    def attach(self, pipe: PipeLike) -> None:
+        self.pipes.append(pipe)
+
+    def detach(self, pipe: PipeLike) -> None:
+        i = self.pipes.index(pipe)
+        del self.pipes[i]
+        if i < self._next:
+            self._next -= 1
+        if self._next >= len(self.pipes):
+            self._next = 0
+
+    def recv(self) -> tuple[PipeLike, Msg] | None:
+        """The next message and the pipe it came from, or None."""
+        pipes = self.pipes
+        n = len(pipes)
+        start = self._next
+        for k in range(n):
+            i = (start + k) % n
+            pipe = pipes[i]
+            if pipe.readable():
+                self._next = (i + 1) % n
+                return pipe, pipe.read()
+        return None

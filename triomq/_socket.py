@@ -1,0 +1,654 @@
+"""Socket: the public object, joining a pattern, its pipes, and the engine tasks.
+
+A socket lives inside ``async with open_socket(...)``, which owns a nursery:
+every dialer, acceptor and connection engine of the socket is a child task of
+it, and leaving the block closes them all (after ``linger``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, final
+
+import attrs
+import trio
+
+from ._auth import AuthRequest
+from ._endpoint import Endpoint, parse_endpoint
+from ._errors import EndpointError, StateError
+from ._engine._dialer import run_acceptor, run_dialer
+from ._engine._inproc import (
+    InprocLink,
+    bind_inproc,
+    cancel_pending,
+    close_inproc_pipe,
+    connect_inproc,
+    unbind_inproc,
+)
+from ._engine._monitor import BindFailed, Listening, MonitorEvent
+from ._engine._pipe import MessageQueue, Pipe
+from ._mechanisms._null import NullMechanism
+from ._options import SocketOptions
+from ._patterns import make_pattern
+from ._patterns._base import Msg
+from ._socket_type import SocketType
+from ._transports._stream import listen
+from ._zmtp._connection import ZMTPConnection
+from ._zmtp._events import HandshakeComplete
+from ._zmtp._mechanism import Credentials, Mechanism
+
+logger = logging.getLogger("triomq")
+
+_Frame = bytes | bytearray | memoryview
+
+
+@attrs.frozen
+class SocketStatistics:
+    """A snapshot of a socket's counters (see :meth:`Socket.statistics`)."""
+
+    socket_type: SocketType
+    #: peers connected now
+    peers: int
+    #: pipes (connected, connecting, or draining)
+    pipes: int
+    #: messages waiting in outgoing queues
+    queued_out: int
+    #: messages waiting in incoming queues
+    queued_in: int
+    #: messages accepted by send() / handed out by recv()
+    sent: int
+    received: int
+    #: messages the pattern dropped (HWM on PUB/ROUTER, unroutable)
+    dropped: int
+    #: messages lost when connections broke
+    lost: int
+
+
+@attrs.define(eq=False)
+class _Bind:
+    endpoint: str
+    scope: trio.CancelScope | None
+
+
+@attrs.define(eq=False)
+class _Connect:
+    endpoint: str
+    pipe: Pipe
+    scope: trio.CancelScope | None
+
+
+@final
+class Socket(trio.abc.AsyncResource):
+    """A ZeroMQ socket. Create one with :func:`open_socket`.
+
+    Message calls keep pyzmq's names (``send``, ``send_multipart``, ``recv``,
+    ``recv_multipart``); ``*_nowait`` variants raise ``trio.WouldBlock``
+    instead of waiting (ZeroMQ's DONTWAIT). There are no timeout arguments:
+    put the call in a cancel scope.
+
+    Guarantees: a ``send`` that is cancelled queued nothing (a message is
+    queued whole or not at all); a ``recv`` that is cancelled consumed nothing.
+    """
+
+    def __init__(self, socket_type: SocketType, options: SocketOptions, nursery: trio.Nursery) -> None:
+        self.socket_type = socket_type
+        self.options = options
+        self._nursery = nursery
+        self.pattern = make_pattern(socket_type, options)
+        self.receives = self.pattern.receives
+        self._send_lot = trio.lowlevel.ParkingLot()
+        self._recv_lot = trio.lowlevel.ParkingLot()
+        self._drain_lot = trio.lowlevel.ParkingLot()
+        self.pattern.wake_receivers = self.wake_receivers
+        self.pattern.wake_senders = self.wake_senders
+        self._pipes: set[Pipe] = set()
+        self._binds: dict[str, _Bind] = {}
+        self._connects: dict[str, _Connect] = {}
+        self._monitors: list[trio.MemorySendChannel[MonitorEvent]] = []
+        self._rng = random.Random()
+        self._closing = False
+        self._closed = False
+        self._sent = 0
+        self._received = 0
+        self._lost_detached = 0
+
+    def __repr__(self) -> str:
+        return f"<triomq.Socket {self.socket_type.name} pipes={len(self._pipes)}>"
+
+    # ------------------------------------------------------------------ endpoints
+
+    async def bind(self, endpoint: str) -> str:
+        """Listen on *endpoint*; returns the resolved endpoint (with the real port).
+
+        The socket is listening when this returns. A checkpoint.
+
+        Raises:
+            EndpointError: malformed endpoint, or the address cannot be bound.
+            trio.ClosedResourceError: the socket is closed.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        ep = parse_endpoint(endpoint)
+        if ep.scheme == "inproc":
+            bind_inproc(self, ep.path)
+            resolved = str(ep)
+            self._binds[resolved] = _Bind(resolved, None)
+            self.emit(Listening(resolved))
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return resolved
+        if ep.scheme == "epgm":
+            return await self._bind_multicast(ep)
+        try:
+            bound = await listen(
+                ep, backlog=self.options.backlog, ipv6=self.options.ipv6,
+                ssl_context=self.options.ssl_context,
+            )
+        except EndpointError as exc:
+            self.emit(BindFailed(endpoint, str(exc)))
+            raise
+        resolved = str(bound.endpoint)
+        scope = await self._nursery.start(run_acceptor, self, bound)
+        self._binds[resolved] = _Bind(resolved, scope)
+        if endpoint != resolved:
+            self._binds.setdefault(endpoint, self._binds[resolved])
+        self.emit(Listening(resolved))
+        return resolved
+
+    async def unbind(self, endpoint: str) -> None:
+        """Stop listening on *endpoint* (as given to or returned by :meth:`bind`), and
+        close the connections accepted through it. A checkpoint.
+
+        Raises:
+            EndpointError: the socket is not bound to *endpoint*.
+        """
+        await trio.lowlevel.checkpoint()
+        bind = self._binds.get(endpoint)
+        if bind is None:
+            raise EndpointError(f"not bound to {endpoint}")
+        for key in [k for k, v in self._binds.items() if v is bind]:
+            del self._binds[key]
+        if bind.scope is None:
+            unbind_inproc(self, parse_endpoint(bind.endpoint).path)
+            for pipe in [p for p in self._pipes if p.endpoint == bind.endpoint]:
+                close_inproc_pipe(pipe)
+                self.pipe_disconnected(pipe)
+        else:
+            bind.scope.cancel()
+
+    async def connect(self, endpoint: str) -> None:
+        """Connect to *endpoint* in the background, and reconnect whenever the connection drops.
+
+        Returns at once: messages sent before the peer is there are queued (up to
+        sndhwm). A checkpoint.
+
+        Raises:
+            EndpointError: malformed endpoint.
+            StateError: a PAIR socket that already has its peer.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        ep = parse_endpoint(endpoint)
+        if ep.scheme == "epgm":
+            await self._connect_multicast(ep)
+            return
+        name = str(ep)
+        if name in self._connects:
+            raise EndpointError(f"already connected to {name}")
+        if ep.scheme in ("tcp", "tls") and ep.host == "*":
+            raise EndpointError(f"cannot connect to a wildcard address: {endpoint}")
+        pipe = self.new_pipe(name, persistent=True)
+        if not self._attach(pipe):
+            raise StateError(f"a {self.socket_type.name} socket takes one peer only")
+        if ep.scheme == "inproc":
+            self._connects[name] = _Connect(name, pipe, None)
+            connect_inproc(self, ep.path, pipe)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        scope = await self._nursery.start(run_dialer, self, ep, pipe, self._rng)
+        self._connects[name] = _Connect(name, pipe, scope)
+
+    async def disconnect(self, endpoint: str) -> None:
+        """Stop connecting to *endpoint*; its queued messages are dropped. A checkpoint.
+
+        Raises:
+            EndpointError: the socket is not connected to *endpoint*.
+        """
+        await trio.lowlevel.checkpoint()
+        name = str(parse_endpoint(endpoint))
+        conn = self._connects.pop(name, None)
+        if conn is None:
+            raise EndpointError(f"not connected to {endpoint}")
+        if conn.scope is not None:
+            conn.scope.cancel()
+        else:
+            cancel_pending(self, conn.pipe)
+            close_inproc_pipe(conn.pipe)
+        self.drop_pipe(conn.pipe)
+
+    async def _bind_multicast(self, ep: Endpoint) -> str:
+        raise EndpointError("epgm:// is not available in this build")
+
+    async def _connect_multicast(self, ep: Endpoint) -> None:
+        raise EndpointError("epgm:// is not available in this build")
+
+    # ------------------------------------------------------------------ sending
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the socket is closed")
+
+    def send_multipart_nowait(self, frames: Iterable[_Frame]) -> None:
+        """Queue a message now, or raise ``trio.WouldBlock`` (nothing queued).
+
+        Raises:
+            trio.WouldBlock: no pipe has room (the message was not queued).
+            StateError: this socket type cannot send (or not now, e.g. REP before a request).
+            trio.ClosedResourceError: the socket is closed.
+        """
+        msg = _to_message(frames)
+        self._check_open()
+        if not self.pattern.send(msg):
+            raise trio.WouldBlock
+        self._sent += 1
+
+    def send_nowait(self, data: _Frame) -> None:
+        """``send_multipart_nowait([data])``."""
+        self.send_multipart_nowait((data,))
+
+    async def send_multipart(self, frames: Iterable[_Frame]) -> None:
+        """Queue a multipart message, waiting while the pattern's pipes are full.
+
+        A checkpoint. If cancelled, nothing was queued. Messages are copied when
+        given as bytearray or memoryview, so the caller may reuse the buffer.
+
+        Raises:
+            StateError: this socket type cannot send now.
+            trio.ClosedResourceError: the socket is (or gets) closed.
+        """
+        msg = _to_message(frames)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        pattern = self.pattern
+        if pattern.send(msg):
+            self._sent += 1
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        while True:
+            await self._send_lot.park()
+            self._check_open()
+            if pattern.send(msg):
+                self._sent += 1
+                return
+
+    async def send(self, data: _Frame) -> None:
+        """Send a single-frame message. See :meth:`send_multipart`."""
+        await self.send_multipart((data,))
+
+    # ------------------------------------------------------------------ receiving
+
+    def recv_multipart_nowait(self) -> list[bytes]:
+        """The next message now, or raise ``trio.WouldBlock``.
+
+        Raises:
+            trio.WouldBlock: nothing to receive.
+            StateError: this socket type cannot receive (or not now).
+            trio.ClosedResourceError: the socket is closed.
+        """
+        self._check_open()
+        msg = self.pattern.recv()
+        if msg is None:
+            raise trio.WouldBlock
+        self._received += 1
+        return msg
+
+    def recv_nowait(self) -> bytes:
+        """The next single-frame message now; see :meth:`recv`."""
+        return self._single(self.recv_multipart_nowait())
+
+    async def recv_multipart(self) -> list[bytes]:
+        """The next message, as a list of frames, waiting for one if needed.
+
+        A checkpoint. If cancelled, no message was consumed.
+
+        Raises:
+            StateError: this socket type cannot receive now.
+            trio.ClosedResourceError: the socket is (or gets) closed.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        pattern = self.pattern
+        msg = pattern.recv()
+        if msg is not None:
+            self._received += 1
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return msg
+        while True:
+            await self._recv_lot.park()
+            self._check_open()
+            msg = pattern.recv()
+            if msg is not None:
+                self._received += 1
+                return msg
+
+    async def recv(self) -> bytes:
+        """The next message, which must have one frame.
+
+        A checkpoint. If cancelled, nothing was consumed.
+
+        Raises:
+            StateError: the message has several frames; it is put back, unconsumed:
+                use :meth:`recv_multipart`.
+        """
+        return self._single(await self.recv_multipart())
+
+    def _single(self, msg: Msg) -> bytes:
+        if len(msg) != 1:
+            self.pattern.unrecv(msg)
+            self._received -= 1
+            self.wake_receivers()
+            raise StateError(f"recv() got a message of {len(msg)} frames; use recv_multipart()")
+        return msg[0]
+
+    def __aiter__(self) -> AsyncIterator[list[bytes]]:
+        return self
+
+    async def __anext__(self) -> list[bytes]:
+        try:
+            return await self.recv_multipart()
+        except trio.ClosedResourceError:
+            raise StopAsyncIteration from None
+
+    # ------------------------------------------------------------------ monitoring
+
+    @asynccontextmanager
+    async def monitor(self, buffer: int = 1000) -> AsyncIterator[trio.MemoryReceiveChannel[MonitorEvent]]:
+        """Connection events as an async iterator, for the duration of the block::
+
+            async with sock.monitor() as events:
+                async for event in events:
+                    ...
+
+        Events are dropped (not queued without bound) if the reader falls more
+        than *buffer* events behind.
+        """
+        send, receive = trio.open_memory_channel[MonitorEvent](buffer)
+        self._monitors.append(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            if send in self._monitors:
+                self._monitors.remove(send)
+            send.close()
+
+    def emit(self, event: MonitorEvent) -> None:
+        for channel in self._monitors:
+            try:
+                channel.send_nowait(event)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    def statistics(self) -> SocketStatistics:
+        """Counters for the socket as a whole (per-peer figures are in :attr:`pipes`)."""
+        pipes = self._pipes
+        return SocketStatistics(
+            socket_type=self.socket_type,
+            peers=sum(1 for p in pipes if p.connected),
+            pipes=len(pipes),
+            queued_out=sum(len(p.outq) for p in pipes),
+            queued_in=sum(len(p.inq) for p in pipes),
+            sent=self._sent,
+            received=self._received,
+            dropped=self.pattern.dropped,
+            lost=self._lost_detached + sum(p.lost for p in pipes),
+        )
+
+    # ------------------------------------------------------------------ closing
+
+    async def aclose(self) -> None:
+        """Close the socket: wait up to ``linger`` for queued messages to be sent,
+        then stop every connection. Idempotent; always closes, even if cancelled.
+        """
+        if self._closing:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closing = True
+        try:
+            linger = self.options.linger
+            if linger != 0:
+                with trio.move_on_after(math.inf if linger is None else linger):
+                    while not self._drained():
+                        await self._drain_lot.park()
+            else:
+                await trio.lowlevel.checkpoint()
+        finally:
+            self._closed = True
+            for name in [b.endpoint for b in self._binds.values() if b.scope is None]:
+                unbind_inproc(self, parse_endpoint(name).path)
+            for pipe in list(self._pipes):
+                cancel_pending(self, pipe)
+                close_inproc_pipe(pipe)
+            self._send_lot.unpark_all()
+            self._recv_lot.unpark_all()
+            for channel in self._monitors:
+                channel.close()
+            self._nursery.cancel_scope.cancel()
+
+    def _drained(self) -> bool:
+        return all(pipe.idle() for pipe in self._pipes if not isinstance(pipe.link, InprocLink))
+
+    # ------------------------------------------------------------------ SocketCore (engine side)
+
+    def make_connection(self) -> ZMTPConnection:
+        options = self.options
+        return ZMTPConnection(
+            self.socket_type,
+            self._make_mechanism(),
+            routing_id=options.routing_id,
+            metadata=options.metadata,
+            maxmsgsize=options.maxmsgsize,
+        )
+
+    def _make_mechanism(self) -> Mechanism:
+        options = self.options
+        authenticate = options.authenticator is not None
+        if options.curve_server or options.curve_serverkey is not None:
+            from ._mechanisms._curve import CurveMechanism
+            from ._mechanisms._z85 import curve_public, normalize_key
+
+            if options.curve_secretkey is None:
+                raise StateError("CURVE needs curve_secretkey")
+            secret = normalize_key(options.curve_secretkey)
+            public = (
+                normalize_key(options.curve_publickey)
+                if options.curve_publickey is not None
+                else curve_public(secret)
+            )
+            return CurveMechanism(
+                as_server=options.curve_server,
+                authenticate=authenticate,
+                public_key=public,
+                secret_key=secret,
+                server_key=None if options.curve_server else normalize_key(options.curve_serverkey),  # type: ignore[arg-type]
+            )
+        if options.plain_server or options.plain_username is not None:
+            from ._mechanisms._plain import PlainMechanism
+
+            return PlainMechanism(
+                as_server=options.plain_server,
+                authenticate=authenticate,
+                username=options.plain_username or b"",
+                password=options.plain_password or b"",
+            )
+        return NullMechanism(as_server=authenticate, authenticate=authenticate)
+
+    async def authenticate(
+        self, credentials: Credentials, *, address: str, routing_id: bytes
+    ) -> tuple[bool, bytes, str]:
+        authenticator = self.options.authenticator
+        if authenticator is None:
+            return False, b"", "no authenticator"
+        request = AuthRequest(
+            mechanism=credentials.mechanism,
+            address=address,
+            routing_id=routing_id,
+            domain=self.options.zap_domain,
+            username=credentials.username,
+            password=credentials.password,
+            public_key=credentials.public_key,
+        )
+        try:
+            answer: Any = await authenticator(request)
+        except Exception as exc:  # a broken authenticator denies, and says why
+            logger.exception("authenticator raised; denying %s", address)
+            return False, b"", f"authenticator error: {exc}"
+        if not answer:
+            return False, b"", "denied"
+        user_id = answer.encode() if isinstance(answer, str) else b""
+        return True, user_id, ""
+
+    def new_pipe(self, endpoint: str, *, persistent: bool) -> Pipe:
+        options = self.options
+        pipe = Pipe(
+            MessageQueue(options.sndhwm), MessageQueue(options.rcvhwm), endpoint, persistent=persistent
+        )
+        pipe.outq.on_writable = self.wake_senders
+        pipe.inq.on_readable = self.wake_receivers
+        pipe.on_drained = self._pipe_drained
+        return pipe
+
+    def _attach(self, pipe: Pipe) -> bool:
+        if not self.pattern.attach(pipe):
+            return False
+        self._pipes.add(pipe)
+        return True
+
+    def pipe_connected(self, pipe: Pipe, handshake: HandshakeComplete) -> str | None:
+        if self._closed:
+            return "socket closed"
+        if not pipe.persistent and pipe not in self._pipes:
+            if not self._attach(pipe):
+                return f"{self.socket_type.name} socket already has a peer"
+        pipe.routing_id = handshake.peer_routing_id
+        pipe.peer_metadata = handshake.peer_metadata
+        refusal = self.pattern.connected(pipe)
+        if refusal is not None:
+            if not pipe.persistent:
+                self.drop_pipe(pipe)
+            return refusal
+        pipe.connected = True
+        self.wake_senders()
+        if pipe.inq:
+            self.wake_receivers()
+        return None
+
+    def pipe_disconnected(self, pipe: Pipe) -> None:
+        was_connected = pipe.connected
+        pipe.connected = False
+        # control items (subscriptions, pings) belong to the connection that ended
+        pipe.outq.remove_if(lambda item: type(item) is not list)
+        if pipe.persistent and not self._closed:
+            if was_connected:
+                self.pattern.disconnected(pipe)
+            return
+        pipe.terminating = True
+        pipe.lost += pipe.outq.clear()
+        self.pattern.disconnected(pipe)
+        if not pipe.inq:
+            self.drop_pipe(pipe)
+        else:
+            # the application may still read what this peer sent
+            self.wake_receivers()
+
+    def _pipe_drained(self, pipe: Pipe) -> None:
+        self.drop_pipe(pipe)
+
+    def drop_pipe(self, pipe: Pipe) -> None:
+        """Detach *pipe* for good."""
+        if pipe in self._pipes:
+            self._pipes.discard(pipe)
+            self.pattern.detach(pipe)
+            self._lost_detached += pipe.lost + len(pipe.outq)
+        pipe.terminating = True
+        self._drain_lot.unpark_all()
+
+    def pipe_subscription(self, pipe: Pipe, topic: bytes, subscribe: bool) -> None:
+        self.pattern.subscription(pipe, topic, subscribe)
+
+    def pipe_flushed(self, pipe: Pipe) -> None:
+        if self._closing:
+            self._drain_lot.unpark_all()
+
+    def initial_subscriptions(self) -> list[bytes]:
+        return self.pattern.initial_subscriptions()
+
+    def wake_receivers(self) -> None:
+        self._recv_lot.unpark_all()
+
+    def wake_senders(self) -> None:
+        self._send_lot.unpark_all()
+
+
+def _to_message(frames: Iterable[_Frame]) -> Msg:
+    if isinstance(frames, (bytes, bytearray, memoryview, str)):
+        raise TypeError("send_multipart takes a list of frames; use send() for one frame")
+    msg = []
+    for frame in frames:
+        if type(frame) is bytes:
+            msg.append(frame)
+        elif isinstance(frame, (bytearray, memoryview)):
+            msg.append(bytes(frame))
+        else:
+            raise TypeError(f"a frame must be bytes-like, not {type(frame).__name__}")
+    if not msg:
+        raise ValueError("a message has at least one frame")
+    return msg
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+@asynccontextmanager
+async def open_socket(socket_type: SocketType, **options: Any) -> AsyncIterator[Socket]:
+    """Open a socket for the duration of an ``async with`` block.
+
+    Args:
+        socket_type: ``triomq.PUSH``, ``triomq.SUB``, ...
+        **options: socket options with ZeroMQ's names (``sndhwm``, ``linger``, ...);
+            see :class:`SocketOptions`.
+
+    The socket's connections run as tasks of a nursery the block owns. Leaving
+    the block closes the socket, waiting up to ``linger`` seconds for queued
+    messages to be sent (``None``, the default as in libzmq, waits until they
+    are; ``0`` drops them). An exception raised in the block comes out as itself,
+    not inside an ExceptionGroup.
+    """
+    if not isinstance(socket_type, SocketType):
+        raise TypeError(f"socket_type must be a triomq.SocketType, not {socket_type!r}")
+    opts = SocketOptions(**options)
+    try:
+        async with trio.open_nursery() as nursery:
+            sock = Socket(socket_type, opts, nursery)
+            try:
+                yield sock
+            finally:
+                await sock.aclose()
+    except BaseExceptionGroup as group:
+        # the socket's own tasks never raise, so a group holds the block's exception
+        exc = _unwrap(group)
+        if exc is group:
+            raise
+        context = exc.__context__
+        try:
+            raise exc
+        finally:
+            exc.__context__ = context
+            del exc, group
+

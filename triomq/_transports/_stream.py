@@ -1,0 +1,157 @@
+"""Stream transports: tcp://, ipc:// and tls:// (TLS over TCP)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket as stdlib_socket
+import ssl
+from typing import Any
+
+import attrs
+import trio
+
+from .._endpoint import Endpoint
+from .._errors import EndpointError
+
+
+@attrs.define(eq=False)
+class BoundListener:
+    """The listeners of one bind, the endpoint they resolved to, and what to clean up."""
+
+    listeners: list[trio.abc.Listener[trio.abc.Stream]]
+    endpoint: Endpoint
+    unlink_path: str | None = None
+
+    async def aclose(self) -> None:
+        for listener in self.listeners:
+            with trio.CancelScope(shield=True):
+                await listener.aclose()
+        if self.unlink_path:
+            try:
+                os.unlink(self.unlink_path)
+            except OSError:
+                pass
+
+
+def _ipc_address(path: str) -> str:
+    # libzmq: ipc://@name is Linux's abstract namespace
+    return "\0" + path[1:] if path.startswith("@") else path
+
+
+def peer_address(stream: trio.abc.Stream) -> str:
+    """The peer's address as text (an IP for tcp/tls, "" for ipc)."""
+    sock = _socket_of(stream)
+    if sock is None:
+        return ""
+    try:
+        addr = sock.getpeername()
+    except OSError:
+        return ""
+    if isinstance(addr, tuple):
+        return str(addr[0])
+    return ""
+
+
+def _socket_of(stream: trio.abc.Stream) -> Any:
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    return getattr(stream, "socket", None)
+
+
+async def open_stream(
+    endpoint: Endpoint, *, ssl_context: ssl.SSLContext | None = None, tls_hostname: str | None = None
+) -> trio.abc.Stream:
+    """Connect to *endpoint*.
+
+    Raises:
+        OSError: the connection failed (the dialer retries).
+    """
+    if endpoint.scheme == "ipc":
+        return await trio.open_unix_socket(_ipc_address(endpoint.path))
+    host = endpoint.host
+    if host == "*":
+        raise EndpointError("cannot connect to a wildcard address")
+    stream: trio.abc.Stream = await trio.open_tcp_stream(host, endpoint.port)
+    if endpoint.scheme == "tls":
+        if ssl_context is None:
+            await stream.aclose()
+            raise EndpointError("tls:// needs the ssl_context option")
+        tls = trio.SSLStream(
+            stream, ssl_context, server_hostname=tls_hostname or host, https_compatible=False
+        )
+        try:
+            await tls.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(tls)
+            raise
+        return tls
+    return stream
+
+
+async def listen(
+    endpoint: Endpoint,
+    *,
+    backlog: int = 100,
+    ipv6: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
+) -> BoundListener:
+    """Listen on *endpoint*; the result carries the resolved endpoint (the real port).
+
+    Raises:
+        EndpointError: the address cannot be bound (in use, no such interface).
+    """
+    try:
+        if endpoint.scheme == "ipc":
+            return await _listen_ipc(endpoint, backlog)
+        return await _listen_tcp(endpoint, backlog, ipv6, ssl_context)
+    except OSError as exc:
+        raise EndpointError(f"cannot bind {endpoint}: {exc.strerror or exc}") from exc
+
+
+async def _listen_tcp(
+    endpoint: Endpoint, backlog: int, ipv6: bool, ssl_context: ssl.SSLContext | None
+) -> BoundListener:
+    host: str | None = endpoint.host
+    if host == "*":
+        host = "::" if ipv6 else "0.0.0.0"
+    elif host == "localhost":
+        host = "127.0.0.1"
+    listeners = await trio.open_tcp_listeners(endpoint.port, host=host, backlog=backlog)
+    listener = listeners[0]
+    sockname = listener.socket.getsockname()
+    bound_host = endpoint.host if endpoint.host != "*" else sockname[0]
+    resolved = attrs.evolve(endpoint, host=bound_host, port=sockname[1])
+    if endpoint.scheme == "tls":
+        if ssl_context is None:
+            for each in listeners:
+                await each.aclose()
+            raise EndpointError("tls:// needs the ssl_context option")
+        wrapped: list[trio.abc.Listener[trio.abc.Stream]] = [
+            trio.SSLListener(each, ssl_context, https_compatible=False) for each in listeners
+        ]
+        return BoundListener(wrapped, resolved)
+    return BoundListener(list(listeners), resolved)
+
+
+async def _listen_ipc(endpoint: Endpoint, backlog: int) -> BoundListener:
+    path = endpoint.path
+    if path == "*":
+        raise EndpointError("ipc://* (a generated path) is not supported; name a path")
+    address = _ipc_address(path)
+    sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+    try:
+        try:
+            await sock.bind(address)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or address.startswith("\0"):
+                raise
+            # libzmq unlinks a stale socket file and binds again
+            os.unlink(address)
+            await sock.bind(address)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    unlink = None if address.startswith("\0") else address
+    return BoundListener([trio.SocketListener(sock)], endpoint, unlink_path=unlink)
