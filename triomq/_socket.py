@@ -35,6 +35,7 @@ from ._mechanisms._null import NullMechanism
 from ._options import SocketOptions
 from ._patterns import make_pattern
 from ._patterns._base import Msg
+from ._patterns._pubsub import Sub, XPub
 from ._socket_type import SocketType
 from ._transports._stream import listen
 from ._zmtp._connection import ZMTPConnection
@@ -361,6 +362,37 @@ class Socket(trio.abc.AsyncResource):
             return await self.recv_multipart()
         except trio.ClosedResourceError:
             raise StopAsyncIteration from None
+
+    # ------------------------------------------------------------------ subscriptions
+
+    async def subscribe(self, topic: bytes | str = b"") -> None:
+        """SUB/XSUB: receive messages whose first frame starts with *topic* (b"" = all).
+
+        Counted, as in libzmq: each subscribe needs its own unsubscribe. On an
+        XPUB with ``xpub_manual=True``, subscribes the peer whose subscription
+        was received last. A checkpoint.
+        """
+        await trio.lowlevel.checkpoint()
+        self._subscription(topic, True)
+
+    async def unsubscribe(self, topic: bytes | str = b"") -> None:
+        """Undo one :meth:`subscribe` of *topic*. A checkpoint."""
+        await trio.lowlevel.checkpoint()
+        self._subscription(topic, False)
+
+    def _subscription(self, topic: bytes | str, subscribe: bool) -> None:
+        self._check_open()
+        raw = topic.encode() if isinstance(topic, str) else bytes(topic)
+        pattern = self.pattern
+        if isinstance(pattern, Sub):
+            if subscribe:
+                pattern.subscribe(raw)
+            else:
+                pattern.unsubscribe(raw)
+        elif isinstance(pattern, XPub) and self.options.xpub_manual:
+            pattern.manual_subscription(raw, subscribe)
+        else:
+            raise StateError(f"{self.socket_type.name} sockets do not subscribe")
 
     # ------------------------------------------------------------------ monitoring
 

@@ -161,6 +161,12 @@ class Pipe:
         self.messages_out += 1
         self.outq.put(msg)
 
+    def unwrite(self, msg: Msg) -> bool:
+        if self.outq.remove_if(lambda item: item is msg):
+            self.messages_out -= 1
+            return True
+        return False
+
     def readable(self) -> bool:
         return bool(self.inq)
 

@@ -9,19 +9,25 @@ from __future__ import annotations
 from .._options import SocketOptions
 from .._socket_type import SocketType
 from ._base import Pattern
+from ._pubsub import Pub, Sub, XPub, XSub
+from ._reqrep import Dealer, Rep, Req, Router
 from ._simple import Pair, Pull, Push
 
 _PATTERNS: dict[SocketType, type[Pattern]] = {
     SocketType.PAIR: Pair,
     SocketType.PUSH: Push,
     SocketType.PULL: Pull,
+    SocketType.REQ: Req,
+    SocketType.REP: Rep,
+    SocketType.DEALER: Dealer,
+    SocketType.ROUTER: Router,
+    SocketType.PUB: Pub,
+    SocketType.SUB: Sub,
+    SocketType.XPUB: XPub,
+    SocketType.XSUB: XSub,
 }
 
 
 def make_pattern(socket_type: SocketType, options: SocketOptions) -> Pattern:
     """The strategy object for *socket_type*."""
-    try:
-        cls = _PATTERNS[socket_type]
-    except KeyError:
-        raise NotImplementedError(f"{socket_type.name} sockets are not implemented yet") from None
-    return cls(options)
+    return _PATTERNS[socket_type](options)

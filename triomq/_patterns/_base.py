@@ -28,6 +28,9 @@ class PipeLike(Protocol):
     def write(self, msg: Msg) -> None:
         """Queue a whole message for the peer (call only when writable())."""
 
+    def unwrite(self, msg: Msg) -> bool:
+        """Take back *msg* (the very object) if it is still queued; True if it was."""
+
     def readable(self) -> bool:
         """A message from the peer is waiting."""
 

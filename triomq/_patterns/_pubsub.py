@@ -1,0 +1,237 @@
+"""PUB, SUB, XPUB and XSUB (RFC 29/PUBSUB).
+
+Publishers filter by prefix (one :class:`PrefixIndex` keyed by pipe) and never
+block: a subscriber whose pipe is at its HWM loses that message, which is
+counted. Subscribers filter too, with the same index, so transports that
+cannot filter at the publisher (multicast) behave the same.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .._errors import StateError
+from .._options import SocketOptions
+from .._socket_type import SocketType
+from ._base import Msg, Pattern, PipeLike
+from ._lb import FairQueue
+from ._prefix import PrefixIndex
+
+
+class Pub(Pattern):
+    """Sends each message to every pipe subscribed to a prefix of its first frame."""
+
+    socket_type = SocketType.PUB
+    receives = False
+
+    def __init__(self, options: SocketOptions) -> None:
+        super().__init__(options)
+        self.pipes: list[PipeLike] = []
+        self.index = PrefixIndex()
+        #: messages dropped per pipe (at its HWM)
+        self.dropped_by_pipe: dict[PipeLike, int] = {}
+
+    def attach(self, pipe: PipeLike) -> bool:
+        self.pipes.append(pipe)
+        return True
+
+    def detach(self, pipe: PipeLike) -> None:
+        self.pipes.remove(pipe)
+        self.dropped_by_pipe.pop(pipe, None)
+        self._unsubscribe_all(pipe)
+
+    def disconnected(self, pipe: PipeLike) -> None:
+        self._unsubscribe_all(pipe)
+
+    def _unsubscribe_all(self, pipe: PipeLike) -> None:
+        for prefix in self.index.remove_key(pipe):
+            self.subscription_gone(prefix)
+
+    def subscription_gone(self, prefix: bytes) -> None:
+        """No pipe holds *prefix* any more (XPUB reports it)."""
+
+    def subscription(self, pipe: PipeLike, topic: bytes, subscribe: bool) -> None:
+        if subscribe:
+            self.index.add(topic, pipe)
+        else:
+            self.index.remove(topic, pipe)
+
+    def send(self, msg: Msg) -> bool:
+        keys = self.index.match_keys(msg[0])
+        if not keys:
+            return True
+        for pipe in keys:
+            if pipe.writable():  # type: ignore[attr-defined]
+                pipe.write(msg)  # type: ignore[attr-defined]
+            else:
+                self.dropped += 1
+                self.dropped_by_pipe[pipe] = self.dropped_by_pipe.get(pipe, 0) + 1  # type: ignore[index]
+        return True
+
+
+class XPub(Pub):
+    """A PUB that hands subscriptions to the application as ``\\x01topic`` / ``\\x00topic``.
+
+    Duplicates are filtered (only a topic's first subscriber and last
+    unsubscriber are reported) unless ``xpub_verbose`` / ``xpub_verboser``.
+    With ``xpub_manual`` the application decides: after receiving a
+    subscription it calls ``subscribe``/``unsubscribe`` for the peer that sent it.
+    """
+
+    socket_type = SocketType.XPUB
+    receives = True
+
+    def __init__(self, options: SocketOptions) -> None:
+        super().__init__(options)
+        self._fq = FairQueue()
+        self._pending: deque[tuple[Msg, PipeLike | None]] = deque()
+        self._last_pipe: PipeLike | None = None
+
+    def attach(self, pipe: PipeLike) -> bool:
+        super().attach(pipe)
+        self._fq.attach(pipe)
+        return True
+
+    def detach(self, pipe: PipeLike) -> None:
+        super().detach(pipe)
+        self._fq.detach(pipe)
+        if self._last_pipe is pipe:
+            self._last_pipe = None
+        self._pending = deque((m, p) for m, p in self._pending if p is not pipe)
+
+    def connected(self, pipe: PipeLike) -> str | None:
+        welcome = self.options.xpub_welcome_msg
+        if welcome is not None and pipe.writable():
+            pipe.write([welcome])
+        return None
+
+    def subscription_gone(self, prefix: bytes) -> None:
+        if not self.options.xpub_manual:
+            self._report(b"\x00" + prefix, None)
+
+    def _report(self, msg: bytes, pipe: PipeLike | None) -> None:
+        self._pending.append(([msg], pipe))
+        self.wake_receivers()
+
+    def subscription(self, pipe: PipeLike, topic: bytes, subscribe: bool) -> None:
+        options = self.options
+        if options.xpub_manual:
+            self._report((b"\x01" if subscribe else b"\x00") + topic, pipe)
+            return
+        if subscribe:
+            _, first = self.index.add(topic, pipe)
+            if first or options.xpub_verbose or options.xpub_verboser:
+                self._report(b"\x01" + topic, pipe)
+        else:
+            _, last = self.index.remove(topic, pipe)
+            if last or options.xpub_verboser:
+                self._report(b"\x00" + topic, pipe)
+
+    def recv_message(self) -> Msg | None:
+        if self._pending:
+            msg, pipe = self._pending.popleft()
+            self._last_pipe = pipe
+            return msg
+        got = self._fq.recv()
+        return None if got is None else got[1]
+
+    def manual_subscription(self, topic: bytes, subscribe: bool) -> None:
+        """xpub_manual: apply a subscription for the peer whose subscription was last received."""
+        pipe = self._last_pipe
+        if pipe is None:
+            raise StateError("no subscriber to apply the subscription to")
+        if subscribe:
+            self.index.add(topic, pipe)
+        else:
+            self.index.remove(topic, pipe)
+
+
+class Sub(Pattern):
+    """Fair-queues messages that match its subscriptions; sends subscriptions to every peer."""
+
+    socket_type = SocketType.SUB
+    sends = False
+
+    def __init__(self, options: SocketOptions) -> None:
+        super().__init__(options)
+        self._fq = FairQueue()
+        self.pipes: list[PipeLike] = []
+        self.filter = PrefixIndex()
+        #: messages received that matched no subscription
+        self.filtered = 0
+        for topic in options.subscribe:
+            self.filter.add(topic)
+
+    def attach(self, pipe: PipeLike) -> bool:
+        self._fq.attach(pipe)
+        self.pipes.append(pipe)
+        return True
+
+    def detach(self, pipe: PipeLike) -> None:
+        self._fq.detach(pipe)
+        self.pipes.remove(pipe)
+
+    def initial_subscriptions(self) -> list[bytes]:
+        return list(self.filter.all_prefixes())
+
+    def subscribe(self, topic: bytes) -> None:
+        _, first = self.filter.add(topic)
+        if first:
+            for pipe in self.pipes:
+                pipe.send_subscription(topic, True)
+
+    def unsubscribe(self, topic: bytes) -> None:
+        _, last = self.filter.remove(topic)
+        if last:
+            for pipe in self.pipes:
+                pipe.send_subscription(topic, False)
+
+    def recv_message(self) -> Msg | None:
+        fq = self._fq
+        matches = self.filter.matches
+        while True:
+            got = fq.recv()
+            if got is None:
+                return None
+            msg = got[1]
+            if matches(msg[0]):
+                return msg
+            self.filtered += 1
+
+
+class XSub(Sub):
+    """A SUB whose application sends subscriptions as messages (``\\x01topic`` / ``\\x00topic``),
+    and may send other messages upstream. It does not filter what it receives."""
+
+    socket_type = SocketType.XSUB
+    sends = True
+
+    def send(self, msg: Msg) -> bool:
+        first = msg[0]
+        if len(msg) == 1 and first[:1] == b"\x01":
+            topic = first[1:]
+            self.filter.add(topic)
+            # XPUB upstream deduplicates; libzmq's XSUB forwards every subscribe
+            for pipe in self.pipes:
+                pipe.send_subscription(topic, True)
+            return True
+        if len(msg) == 1 and first[:1] == b"\x00":
+            topic = first[1:]
+            _, last = self.filter.remove(topic)
+            if last:
+                for pipe in self.pipes:
+                    pipe.send_subscription(topic, False)
+            return True
+        for pipe in self.pipes:
+            if pipe.writable():
+                pipe.write(msg)
+            else:
+                self.dropped += 1
+        return True
+
+    def initial_subscriptions(self) -> list[bytes]:
+        return list(self.filter.all_prefixes())
+
+    def recv_message(self) -> Msg | None:
+        got = self._fq.recv()
+        return None if got is None else got[1]

@@ -1,0 +1,259 @@
+"""REQ, REP, DEALER and ROUTER (RFC 28/REQREP), with envelopes and routing ids."""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+
+from .._errors import HostUnreachable, StateError
+from .._options import SocketOptions
+from .._socket_type import SocketType
+from ._base import Msg, Pattern, PipeLike
+from ._lb import FairQueue, LoadBalancer
+
+_U32 = struct.Struct("<I")
+
+
+class Dealer(Pattern):
+    """Round-robin out to peers with room, fair-queue in; no envelopes."""
+
+    socket_type = SocketType.DEALER
+
+    def __init__(self, options: SocketOptions) -> None:
+        super().__init__(options)
+        self._lb = LoadBalancer()
+        self._fq = FairQueue()
+
+    def attach(self, pipe: PipeLike) -> bool:
+        self._lb.attach(pipe)
+        self._fq.attach(pipe)
+        return True
+
+    def detach(self, pipe: PipeLike) -> None:
+        self._lb.detach(pipe)
+        self._fq.detach(pipe)
+
+    def send(self, msg: Msg) -> bool:
+        return self._lb.send(msg, self.options.immediate) is not None
+
+    def recv_message(self) -> Msg | None:
+        got = self._fq.recv()
+        return None if got is None else got[1]
+
+
+class Req(Dealer):
+    """A DEALER that adds the envelope and keeps one request outstanding.
+
+    With ``req_relaxed`` (the default) a new request may be sent while a reply
+    is awaited: the old request is abandoned. If it has not left yet it is
+    taken back out of its queue; if it has, its late reply is recognised by
+    the request id that ``req_correlate`` (the default) puts in the envelope,
+    and dropped. So a cancelled ``recv`` never leaves the socket stuck.
+    """
+
+    socket_type = SocketType.REQ
+
+    def __init__(self, options: SocketOptions) -> None:
+        super().__init__(options)
+        self._expecting = False
+        self._request_id = random.Random(os.urandom(8)).getrandbits(32)
+        self._reply_pipe: PipeLike | None = None
+        self._last_request: Msg | None = None
+        #: replies dropped because they answered an abandoned request
+        self.stale_replies = 0
+
+    def detach(self, pipe: PipeLike) -> None:
+        super().detach(pipe)
+        if pipe is self._reply_pipe:
+            self._reply_pipe = None
+
+    def send(self, msg: Msg) -> bool:
+        options = self.options
+        if self._expecting:
+            if not options.req_relaxed:
+                raise StateError("REQ must receive the reply before sending again (req_relaxed=False)")
+        pipe = self._lb.pick(options.immediate)
+        if pipe is None:
+            return False
+        if self._expecting:
+            self._abandon()
+        if options.req_correlate:
+            self._request_id = (self._request_id + 1) & 0xFFFFFFFF
+            request = [_U32.pack(self._request_id), b"", *msg]
+        else:
+            request = [b"", *msg]
+        pipe.write(request)
+        self._reply_pipe = pipe
+        self._last_request = request
+        self._expecting = True
+        return True
+
+    def _abandon(self) -> None:
+        pipe, request = self._reply_pipe, self._last_request
+        if pipe is not None and request is not None:
+            pipe.unwrite(request)
+        self._last_request = None
+
+    def recv_message(self) -> Msg | None:
+        if not self._expecting:
+            raise StateError("REQ must send a request before receiving")
+        correlate = self.options.req_correlate
+        expected_id = _U32.pack(self._request_id)
+        while True:
+            got = self._fq.recv()
+            if got is None:
+                return None
+            pipe, msg = got
+            if pipe is not self._reply_pipe:
+                self.stale_replies += 1
+                continue
+            if correlate:
+                if len(msg) < 2 or msg[0] != expected_id or msg[1] != b"":
+                    self.stale_replies += 1
+                    continue
+                body = msg[2:]
+            else:
+                if msg[0] != b"":
+                    self.stale_replies += 1
+                    continue
+                body = msg[1:]
+            self._expecting = False
+            self._last_request = None
+            self.wake_senders()
+            return body
+
+    def disconnected(self, pipe: PipeLike) -> None:
+        if pipe is self._reply_pipe:
+            # the request will not be answered through this connection
+            self._last_request = None
+
+
+class Rep(Pattern):
+    """Fair-queues requests; a reply goes back with the request's envelope.
+
+    ``recv`` while a reply is still owed abandons that request (a handler that
+    was cancelled does not leave the socket stuck); libzmq would raise EFSM.
+    """
+
+    socket_type = SocketType.REP
+
+    def __init__(self, options: SocketOptions) -> None:
+        super().__init__(options)
+        self._fq = FairQueue()
+        self._pending: tuple[PipeLike, Msg] | None = None
+        #: malformed requests (no delimiter) and abandoned requests
+        self.abandoned = 0
+
+    def attach(self, pipe: PipeLike) -> bool:
+        self._fq.attach(pipe)
+        return True
+
+    def detach(self, pipe: PipeLike) -> None:
+        self._fq.detach(pipe)
+        if self._pending is not None and self._pending[0] is pipe:
+            self._pending = None
+
+    def recv_message(self) -> Msg | None:
+        while True:
+            got = self._fq.recv()
+            if got is None:
+                return None
+            pipe, msg = got
+            try:
+                split = msg.index(b"") + 1
+            except ValueError:
+                self.dropped += 1  # a request with no envelope delimiter
+                continue
+            if self._pending is not None:
+                self.abandoned += 1
+            self._pending = (pipe, msg[:split])
+            return msg[split:]
+
+    def send(self, msg: Msg) -> bool:
+        if self._pending is None:
+            raise StateError("REP must receive a request before sending a reply")
+        pipe, envelope = self._pending
+        self._pending = None
+        if pipe.writable():
+            pipe.write(envelope + msg)
+        else:
+            self.dropped += 1  # the requester is gone or not reading: libzmq drops too
+        return True
+
+
+class Router(Pattern):
+    """Prefixes received messages with the peer's routing id; routes sent ones by it."""
+
+    socket_type = SocketType.ROUTER
+
+    def __init__(self, options: SocketOptions) -> None:
+        super().__init__(options)
+        self._fq = FairQueue()
+        self._by_id: dict[bytes, PipeLike] = {}
+        self._next_id = random.Random(os.urandom(8)).getrandbits(32)
+        #: messages sent to an unknown routing id, and dropped
+        self.unroutable = 0
+
+    def attach(self, pipe: PipeLike) -> bool:
+        self._fq.attach(pipe)
+        return True
+
+    def detach(self, pipe: PipeLike) -> None:
+        self._fq.detach(pipe)
+        self._forget(pipe)
+
+    def _forget(self, pipe: PipeLike) -> None:
+        if self._by_id.get(pipe.routing_id) is pipe:
+            del self._by_id[pipe.routing_id]
+
+    def _generate_id(self) -> bytes:
+        while True:
+            self._next_id = (self._next_id + 1) & 0xFFFFFFFF
+            rid = b"\x00" + self._next_id.to_bytes(4, "big")
+            if rid not in self._by_id:
+                return rid
+
+    def connected(self, pipe: PipeLike) -> str | None:
+        rid = pipe.routing_id
+        if not rid:
+            rid = pipe.routing_id = self._generate_id()
+        elif rid[:1] == b"\x00":
+            return "routing ids starting with a zero byte are reserved"
+        old = self._by_id.get(rid)
+        if old is not None and old is not pipe:
+            if not self.options.router_handover:
+                return f"routing id {rid!r} is already in use"
+            # handover: the old connection keeps what it has, under a new id
+            old.routing_id = self._generate_id()
+            self._by_id[old.routing_id] = old
+        self._by_id[rid] = pipe
+        return None
+
+    def disconnected(self, pipe: PipeLike) -> None:
+        self._forget(pipe)
+
+    def send(self, msg: Msg) -> bool:
+        if len(msg) < 2:
+            raise StateError("ROUTER messages start with a routing id frame, then the body")
+        pipe = self._by_id.get(msg[0])
+        if pipe is None or not pipe.connected:
+            if self.options.router_mandatory:
+                raise HostUnreachable(f"no peer with routing id {msg[0]!r}")
+            self.unroutable += 1
+            self.dropped += 1
+            return True
+        if not pipe.writable():
+            if self.options.router_mandatory:
+                return False  # wait for room, as libzmq's EAGAIN
+            self.dropped += 1
+            return True
+        pipe.write(msg[1:])
+        return True
+
+    def recv_message(self) -> Msg | None:
+        got = self._fq.recv()
+        if got is None:
+            return None
+        pipe, msg = got
+        return [pipe.routing_id, *msg]
