@@ -31,6 +31,13 @@ from ._errors import (
     TriomqError as TriomqError,
 )
 from ._options import SocketOptions as SocketOptions
+from ._proxy import ProxyControl as ProxyControl, proxy as proxy
+from ._rpc import (
+    RetryPolicy as RetryPolicy,
+    RpcClient as RpcClient,
+    open_rpc_client as open_rpc_client,
+    serve as serve,
+)
 from ._socket import Socket as Socket, SocketStatistics as SocketStatistics, open_socket as open_socket
 from ._socket_type import SocketType as SocketType
 

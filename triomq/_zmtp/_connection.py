@@ -107,6 +107,7 @@ class ZMTPConnection:
         self._parts: list[bytes] = []
         self._msg_size = 0
         self._eof = False
+        self._eof_reported = False
         self._reads_subscriptions = socket_type in _READS_SUBSCRIPTIONS
         self._encrypts = False
 
@@ -243,7 +244,9 @@ class ZMTPConnection:
         return self._at_eof()
 
     def _at_eof(self) -> ConnectionClosed | NeedData:
-        if self._eof:
+        if self._eof and not self._eof_reported:
+            # reported once; after it the connection only says NEED_DATA
+            self._eof_reported = True
             self.state = ConnectionState.CLOSED
             return ConnectionClosed()
         return NEED_DATA

@@ -1,0 +1,290 @@
+"""The sans-I/O ZMTP layer: greeting, frames, commands, metadata, the connection state machine."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from triomq._errors import HandshakeError, ProtocolError, RemoteProtocolError, TriomqError
+from triomq._mechanisms._null import NullMechanism
+from triomq._socket_type import SocketType
+from triomq._zmtp._commands import (
+    decode_metadata_untrusted,
+    encode_command,
+    encode_metadata,
+    get_property,
+)
+from triomq._zmtp._connection import ConnectionState, ZMTPConnection
+from triomq._zmtp._events import (
+    NEED_DATA,
+    ConnectionClosed,
+    HandshakeComplete,
+    Message,
+    PeerError,
+    Ping,
+    Pong,
+    Subscription,
+)
+from triomq._zmtp._frames import COMMAND, MORE, FrameDecoder, encode_frame, encode_message
+from triomq._zmtp._greeting import GREETING_SIZE, decode_greeting_untrusted, encode_greeting
+
+frames_st = st.lists(st.binary(max_size=600), min_size=1, max_size=6)
+
+
+def events(conn: ZMTPConnection) -> list[object]:
+    out = []
+    while (event := conn.next_event()) is not NEED_DATA:
+        out.append(event)
+    return out
+
+
+def pump(a: ZMTPConnection, b: ZMTPConnection) -> tuple[list[object], list[object]]:
+    """Shuttle bytes both ways until both are quiet; the events each side saw."""
+    seen_a: list[object] = []
+    seen_b: list[object] = []
+    for _ in range(10):
+        moved = False
+        if out := a.data_to_send():
+            b.receive_data(out)
+            moved = True
+        seen_b += events(b)
+        if out := b.data_to_send():
+            a.receive_data(out)
+            moved = True
+        seen_a += events(a)
+        if not moved:
+            break
+    return seen_a, seen_b
+
+
+def connected_pair(a_type: SocketType = SocketType.PUSH, b_type: SocketType = SocketType.PULL):
+    a = ZMTPConnection(a_type, NullMechanism(), routing_id=b"")
+    b = ZMTPConnection(b_type, NullMechanism())
+    pump(a, b)
+    assert a.state is ConnectionState.ACTIVE and b.state is ConnectionState.ACTIVE
+    return a, b
+
+
+# ---------------------------------------------------------------- greeting
+
+
+def test_greeting_layout_matches_libzmq() -> None:
+    g = encode_greeting(b"NULL", False)
+    assert len(g) == GREETING_SIZE
+    assert g[:10] == b"\xff\x00\x00\x00\x00\x00\x00\x00\x01\x7f"
+    assert g[10:12] == b"\x03\x01"
+    assert g[12:32] == b"NULL" + bytes(16)
+    assert g[32] == 0 and g[33:] == bytes(31)
+    decoded = decode_greeting_untrusted(encode_greeting(b"CURVE", True))
+    assert (decoded.major, decoded.minor, decoded.mechanism, decoded.as_server) == (3, 1, b"CURVE", True)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda g: b"\x00" + g[1:],  # bad signature start
+        lambda g: g[:9] + b"\x00" + g[10:],  # bad signature end
+        lambda g: g[:10] + b"\x02" + g[11:],  # ZMTP 2.0
+        lambda g: g[:12] + b"null" + g[16:],  # lower-case mechanism
+        lambda g: g[:32] + b"\x05" + g[33:],  # bad as-server
+    ],
+)
+def test_bad_greeting_is_a_protocol_error(mutate) -> None:  # type: ignore[no-untyped-def]
+    conn = ZMTPConnection(SocketType.PULL, NullMechanism())
+    conn.receive_data(mutate(encode_greeting(b"NULL", False)))
+    with pytest.raises(RemoteProtocolError):
+        conn.next_event()
+    assert conn.state is ConnectionState.CLOSED
+
+
+def test_bad_signature_detected_from_the_first_byte() -> None:
+    conn = ZMTPConnection(SocketType.PULL, NullMechanism())
+    conn.receive_data(b"GET / HTTP/1.1\r\n")
+    with pytest.raises(RemoteProtocolError, match="signature"):
+        conn.next_event()
+
+
+def test_mechanism_mismatch_is_refused_with_error_command() -> None:
+    conn = ZMTPConnection(SocketType.PULL, NullMechanism())
+    conn.data_to_send()
+    conn.receive_data(encode_greeting(b"PLAIN", True))
+    with pytest.raises(HandshakeError, match="mechanism mismatch"):
+        conn.next_event()
+    assert b"\x05ERROR" in conn.data_to_send()
+
+
+# ---------------------------------------------------------------- frames
+
+
+@given(frames_st)
+def test_message_round_trip_through_any_split(frames: list[bytes]) -> None:
+    data = encode_message(frames)
+    for cut in sorted({0, 1, 2, len(data) // 2, max(len(data) - 1, 0), len(data)}):
+        dec = FrameDecoder()
+        dec.feed(data[:cut])
+        got = []
+        while (f := dec.next_frame()) is not None:
+            got.append(f)
+        dec.feed(data[cut:])
+        while (f := dec.next_frame()) is not None:
+            got.append(f)
+        assert [body for _, body in got] == frames
+        assert [bool(flags & MORE) for flags, _ in got] == [True] * (len(frames) - 1) + [False]
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 70000])
+def test_short_and_long_frames(size: int) -> None:
+    frame = encode_frame(b"x" * size)
+    if size < 256:
+        assert frame[:2] == bytes((0, size))
+    else:
+        assert frame[0] == 0x02 and int.from_bytes(frame[1:9], "big") == size
+    dec = FrameDecoder()
+    for i in range(0, len(frame), 7):  # byte dribble
+        dec.feed(frame[i : i + 7])
+    assert dec.next_frame() == (0, b"x" * size)
+
+
+def test_oversized_frame_rejected_before_its_body_arrives() -> None:
+    dec = FrameDecoder(max_frame_size=1000)
+    dec.feed(b"\x02" + (10**12).to_bytes(8, "big"))
+    with pytest.raises(RemoteProtocolError, match="exceeds maxmsgsize"):
+        dec.next_frame()
+    assert dec.buffered == 9  # nothing of the announced body was buffered
+
+
+def test_invalid_flags_rejected() -> None:
+    dec = FrameDecoder()
+    dec.feed(b"\x08\x00")
+    with pytest.raises(RemoteProtocolError, match="invalid flags"):
+        dec.next_frame()
+
+
+def test_metadata_round_trip_and_case_insensitive_lookup() -> None:
+    props = {"Socket-Type": b"REQ", "Identity": b"", "X-Big": b"v" * 300}
+    raw = encode_metadata(props)
+    # libzmq's REQ READY, as captured on the wire
+    assert encode_command(b"READY", encode_metadata({"Socket-Type": b"REQ", "Identity": b""})) == (
+        b"\x05READY\x0bSocket-Type\x00\x00\x00\x03REQ\x08Identity\x00\x00\x00\x00"
+    )
+    decoded = decode_metadata_untrusted(raw)
+    assert decoded == props
+    assert get_property(decoded, "socket-type") == b"REQ"
+
+
+@given(st.binary(max_size=200))
+def test_metadata_garbage_is_a_protocol_error_or_parses(data: bytes) -> None:
+    try:
+        decode_metadata_untrusted(data)
+    except RemoteProtocolError:
+        pass
+
+
+# ---------------------------------------------------------------- connection
+
+
+def test_null_handshake_and_messages() -> None:
+    a, b = connected_pair(SocketType.DEALER, SocketType.ROUTER)
+    assert a.peer_socket_type is SocketType.ROUTER
+    b.receive_data(a.encode_message([b"", b"hello", b"x" * 300]))
+    assert events(b) == [Message([b"", b"hello", b"x" * 300])]
+
+
+def test_handshake_complete_reports_peer_identity() -> None:
+    a = ZMTPConnection(SocketType.DEALER, NullMechanism(), routing_id=b"me")
+    b = ZMTPConnection(SocketType.ROUTER, NullMechanism())
+    _, (hs,) = pump(a, b)
+    assert isinstance(hs, HandshakeComplete)
+    assert hs.peer_routing_id == b"me" and hs.peer_socket_type is SocketType.DEALER
+    assert hs.peer_minor == 1
+
+
+def test_incompatible_socket_types_refused() -> None:
+    a = ZMTPConnection(SocketType.PUB, NullMechanism())
+    b = ZMTPConnection(SocketType.PULL, NullMechanism())
+    with pytest.raises(HandshakeError, match="incompatible socket types: PUB cannot talk to PULL"):
+        pump(a, b)
+    assert a.state is ConnectionState.CLOSED
+    assert b"\x05ERROR" in a.data_to_send()
+
+
+def test_message_before_handshake_refused() -> None:
+    a = ZMTPConnection(SocketType.PUSH, NullMechanism())
+    b = ZMTPConnection(SocketType.PULL, NullMechanism())
+    b.receive_data(a.data_to_send()[:GREETING_SIZE] + encode_message([b"sneaky"]))
+    with pytest.raises(RemoteProtocolError, match="before the handshake"):
+        events(b)
+
+
+def test_peer_error_command_during_handshake() -> None:
+    b = ZMTPConnection(SocketType.PULL, NullMechanism())
+    b.receive_data(encode_greeting(b"NULL", False) + encode_frame(b"\x05ERROR\x03bad", COMMAND))
+    assert events(b) == [PeerError("bad")]
+
+
+def test_subscriptions_both_wire_forms() -> None:
+    pub, sub = connected_pair(SocketType.PUB, SocketType.SUB)
+    # 3.1 peer: SUBSCRIBE command
+    wire = sub.encode_subscription(b"abc", True)
+    assert wire == b"\x04\x0d\x09SUBSCRIBEabc"
+    pub.receive_data(wire + sub.encode_subscription(b"abc", False))
+    assert events(pub) == [Subscription(b"abc", True), Subscription(b"abc", False)]
+    # a 3.0 peer gets (and sends) the message form
+    sub.peer_minor = 0
+    wire = sub.encode_subscription(b"abc", True)
+    assert wire == b"\x00\x04\x01abc"
+    pub.receive_data(wire + encode_message([b"\x00abc"]))
+    assert events(pub) == [Subscription(b"abc", True), Subscription(b"abc", False)]
+
+
+def test_ping_pong_and_unknown_commands() -> None:
+    a, b = connected_pair()
+    b.receive_data(a.encode_ping(1.0, b"ctx") + encode_frame(b"\x05HELLOworld", COMMAND))
+    assert events(b) == [Ping(1.0, b"ctx")]
+    a.receive_data(b.encode_pong(b"ctx"))
+    assert events(a) == [Pong(b"ctx")]
+
+
+def test_eof_gives_connection_closed() -> None:
+    a, b = connected_pair()
+    b.receive_data(b"")
+    assert events(b) == [ConnectionClosed()]
+    assert b.next_event() is NEED_DATA  # reported once
+
+
+def test_maxmsgsize_counts_whole_message() -> None:
+    a = ZMTPConnection(SocketType.PUSH, NullMechanism())
+    b = ZMTPConnection(SocketType.PULL, NullMechanism(), maxmsgsize=100)
+    pump(a, b)
+    b.receive_data(a.encode_message([b"x" * 60, b"y" * 60]))
+    with pytest.raises(RemoteProtocolError, match="maxmsgsize"):
+        events(b)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300), st.integers(min_value=0, max_value=3))
+def test_garbage_after_greeting_gives_only_protocol_errors(garbage: bytes, skip: int) -> None:
+    conn = ZMTPConnection(SocketType.PULL, NullMechanism(), maxmsgsize=10_000)
+    good = encode_greeting(b"NULL", False) + encode_frame(
+        encode_command(b"READY", encode_metadata({"Socket-Type": b"PUSH"})), COMMAND
+    )
+    conn.receive_data(good[: len(good) - skip * 5] + garbage)
+    try:
+        for _ in range(1000):
+            if conn.next_event() is NEED_DATA:
+                break
+    except (ProtocolError, HandshakeError):
+        assert conn.state is ConnectionState.CLOSED
+
+
+@settings(max_examples=300)
+@given(st.binary(min_size=1, max_size=200))
+def test_random_bytes_never_raise_unexpected_errors(data: bytes) -> None:
+    conn = ZMTPConnection(SocketType.ROUTER, NullMechanism(), maxmsgsize=1000)
+    conn.receive_data(data)
+    try:
+        while conn.next_event() is not NEED_DATA:
+            pass
+    except TriomqError:
+        pass

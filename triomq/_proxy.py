@@ -1,0 +1,79 @@
+"""proxy(): ZeroMQ's built-in device, as a coroutine that runs until cancelled."""
+
+from __future__ import annotations
+
+import trio
+
+from ._socket import Socket
+
+
+class ProxyControl:
+    """Pause and resume a running :func:`proxy` from another task.
+
+    While paused, the proxy holds at most the message it already took from
+    each direction; everything else waits in the sockets' queues (and their
+    HWMs push back on the peers, as in libzmq's PAUSE).
+    """
+
+    def __init__(self) -> None:
+        self._running = trio.Event()
+        self._running.set()
+        #: messages forwarded (both directions)
+        self.forwarded = 0
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def pause(self) -> None:
+        if self._running.is_set():
+            self._running = trio.Event()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    async def _wait_running(self) -> None:
+        while not self._running.is_set():
+            await self._running.wait()
+
+
+async def proxy(
+    frontend: Socket,
+    backend: Socket,
+    capture: Socket | None = None,
+    *,
+    control: ProxyControl | None = None,
+) -> None:
+    """Forward messages between *frontend* and *backend* until cancelled.
+
+    Each direction in which the first socket can receive and the second can
+    send is forwarded (XSUB/XPUB: messages one way, subscriptions the other;
+    ROUTER/DEALER: requests and replies; PULL/PUSH: one way). A copy of every
+    message goes to *capture* if given. Returns if either socket is closed.
+    """
+    control = control or ProxyControl()
+    async with trio.open_nursery() as nursery:
+        if frontend.pattern.receives and backend.pattern.sends:
+            nursery.start_soon(_pump, frontend, backend, capture, control, nursery)
+        if backend.pattern.receives and frontend.pattern.sends:
+            nursery.start_soon(_pump, backend, frontend, capture, control, nursery)
+
+
+async def _pump(
+    source: Socket,
+    dest: Socket,
+    capture: Socket | None,
+    control: ProxyControl,
+    nursery: trio.Nursery,
+) -> None:
+    try:
+        while True:
+            await control._wait_running()
+            msg = await source.recv_multipart()
+            await control._wait_running()
+            if capture is not None:
+                await capture.send_multipart(msg)
+            await dest.send_multipart(msg)
+            control.forwarded += 1
+    except trio.ClosedResourceError:
+        nursery.cancel_scope.cancel()
