@@ -104,6 +104,7 @@ class Socket(trio.abc.AsyncResource):
         self._send_lot = trio.lowlevel.ParkingLot()
         self._recv_lot = trio.lowlevel.ParkingLot()
         self._drain_lot = trio.lowlevel.ParkingLot()
+        self._peers_lot = trio.lowlevel.ParkingLot()
         self.pattern.wake_receivers = self.wake_receivers
         self.pattern.wake_senders = self.wake_senders
         self._pipes: set[Pipe] = set()
@@ -424,12 +425,26 @@ class Socket(trio.abc.AsyncResource):
             except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
 
+    async def wait_peers(self, count: int = 1) -> None:
+        """Wait until at least *count* peers are connected (their handshakes done).
+
+        A checkpoint. Useful before publishing (the slow joiner) or in tests.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self._peer_count() < count:
+            self._check_open()
+            await self._peers_lot.park()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _peer_count(self) -> int:
+        return sum(1 for p in self._pipes if p.connected)
+
     def statistics(self) -> SocketStatistics:
         """Counters for the socket as a whole (per-peer figures are in :attr:`pipes`)."""
         pipes = self._pipes
         return SocketStatistics(
             socket_type=self.socket_type,
-            peers=sum(1 for p in pipes if p.connected),
+            peers=self._peer_count(),
             pipes=len(pipes),
             queued_out=sum(len(p.outq) for p in pipes),
             queued_in=sum(len(p.inq) for p in pipes),
@@ -459,6 +474,9 @@ class Socket(trio.abc.AsyncResource):
                 await trio.lowlevel.checkpoint()
         finally:
             self._closed = True
+            for pipe in self._pipes:
+                if not isinstance(pipe.link, InprocLink):
+                    pipe.lost += pipe.outq.clear()
             for name in [b.endpoint for b in self._binds.values() if b.scope is None]:
                 unbind_inproc(self, parse_endpoint(name).path)
             for pipe in list(self._pipes):
@@ -466,6 +484,7 @@ class Socket(trio.abc.AsyncResource):
                 close_inproc_pipe(pipe)
             self._send_lot.unpark_all()
             self._recv_lot.unpark_all()
+            self._peers_lot.unpark_all()
             for channel in self._monitors:
                 channel.close()
             self._nursery.cancel_scope.cancel()
@@ -573,6 +592,7 @@ class Socket(trio.abc.AsyncResource):
                 self.drop_pipe(pipe)
             return refusal
         pipe.connected = True
+        self._peers_lot.unpark_all()
         self.wake_senders()
         if pipe.inq:
             self.wake_receivers()
@@ -641,6 +661,12 @@ def _to_message(frames: Iterable[_Frame]) -> Msg:
     return msg
 
 
+async def _host_tasks(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+    async with trio.open_nursery() as tasks:
+        task_status.started(tasks)
+        await trio.sleep_forever()
+
+
 def _unwrap(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
@@ -667,7 +693,10 @@ async def open_socket(socket_type: SocketType, **options: Any) -> AsyncIterator[
     opts = SocketOptions(**options)
     try:
         async with trio.open_nursery() as nursery:
-            sock = Socket(socket_type, opts, nursery)
+            # the socket's tasks live in a nursery of their own, so closing the
+            # socket cancels them and never the code in the block
+            tasks: trio.Nursery = await nursery.start(_host_tasks)
+            sock = Socket(socket_type, opts, tasks)
             try:
                 yield sock
             finally:

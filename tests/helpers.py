@@ -1,0 +1,34 @@
+"""Helpers shared by the socket tests."""
+
+from __future__ import annotations
+
+import trio
+
+import triomq
+
+
+async def wait_for_event(events: trio.MemoryReceiveChannel[triomq.MonitorEvent], kind: type) -> triomq.MonitorEvent:
+    """The next monitor event of type *kind* (others are skipped)."""
+    async for event in events:
+        if isinstance(event, kind):
+            return event
+    raise AssertionError(f"monitor closed before a {kind.__name__} event")
+
+
+async def wait_subscribed(pub: triomq.Socket, sub: triomq.Socket, topic: bytes = b"") -> None:
+    """Publish probes until *sub* receives one, then drain: the subscription has arrived."""
+    probe = topic + b"\xffprobe"
+    while True:
+        await pub.send(probe)
+        with trio.move_on_after(0.01):
+            while True:
+                msg = await sub.recv_multipart()
+                if msg == [probe]:
+                    break
+            break
+    # drain late probes
+    while True:
+        try:
+            sub.recv_multipart_nowait()
+        except trio.WouldBlock:
+            break

@@ -1,0 +1,522 @@
+"""Socket behaviour over every transport: the foundation's promises."""
+
+from __future__ import annotations
+
+import os
+import socket as stdlib_socket
+
+import pytest
+import trio
+import trio.testing
+
+import triomq
+from triomq._zmtp._frames import encode_message
+from triomq._zmtp._greeting import encode_greeting
+
+from .helpers import wait_for_event
+
+
+def free_tcp_port() -> int:
+    with stdlib_socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fixed_endpoint(transport: str, tmp_name: str) -> str:
+    """An endpoint known before binding (for connect-before-bind and restarts)."""
+    if transport == "tcp":
+        return f"tcp://127.0.0.1:{free_tcp_port()}"
+    if transport == "ipc":
+        return f"ipc://@triomq-test-{os.getpid()}-{tmp_name}"
+    return f"inproc://{tmp_name}"
+
+
+@pytest.mark.parametrize("sizes", [[0], [1], [255], [256], [70_000], [0, 1, 255, 256, 70_000] * 10])
+async def test_push_pull_frames(endpoint: str, sizes: list[int]) -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL) as pull, triomq.open_socket(triomq.PUSH) as push:
+            await push.connect(await pull.bind(endpoint))
+            frames = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+            await push.send_multipart(frames)
+            await push.send(b"last")
+            assert await pull.recv_multipart() == frames
+            assert await pull.recv() == b"last"
+
+
+async def test_many_messages_in_order(endpoint: str) -> None:
+    with trio.fail_after(20):
+        async with triomq.open_socket(triomq.PULL) as pull, triomq.open_socket(triomq.PUSH) as push:
+            await push.connect(await pull.bind(endpoint))
+
+            async def produce() -> None:
+                for i in range(5000):
+                    await push.send(b"%d" % i)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce)
+                for i in range(5000):
+                    assert await pull.recv() == b"%d" % i
+
+
+async def test_connect_before_bind(transport: str) -> None:
+    ep = fixed_endpoint(transport, "cbb")
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PUSH) as push:
+            await push.connect(ep)
+            for i in range(10):
+                await push.send(b"early %d" % i)  # queued: the pipe exists already
+            async with triomq.open_socket(triomq.PULL) as pull:
+                await pull.bind(ep)
+                for i in range(10):
+                    assert await pull.recv() == b"early %d" % i
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ipc"])
+async def test_reconnect_keeps_queued_messages(transport: str) -> None:
+    ep = fixed_endpoint(transport, "reconnect")
+    with trio.fail_after(15):
+        async with triomq.open_socket(triomq.PUSH, reconnect_ivl=0.01) as push:
+            await push.connect(ep)
+            async with triomq.open_socket(triomq.PULL) as pull:
+                await pull.bind(ep)
+                await push.send(b"before")
+                assert await pull.recv() == b"before"
+            # the peer is gone; these wait in the connecting socket's pipe
+            async with push.monitor() as events:
+                for i in range(5):
+                    await push.send(b"while away %d" % i)
+                async with triomq.open_socket(triomq.PULL) as pull:
+                    await pull.bind(ep)
+                    for i in range(5):
+                        assert await pull.recv() == b"while away %d" % i
+                    await wait_for_event(events, triomq.HandshakeSucceeded)
+
+
+async def test_reconnect_backoff_grows_to_max() -> None:
+    ep = fixed_endpoint("tcp", "backoff")
+    delays = []
+    with trio.fail_after(10):
+        async with triomq.open_socket(
+            triomq.PUSH, reconnect_ivl=0.01, reconnect_ivl_max=0.08, linger=0
+        ) as push:
+            async with push.monitor() as events:
+                await push.connect(ep)
+                async for event in events:
+                    if isinstance(event, triomq.ConnectRetried):
+                        delays.append(event.delay)
+                        if len(delays) == 6:
+                            break
+    # jitter adds up to one reconnect_ivl on top of the doubled interval
+    bases = [0.01, 0.02, 0.04, 0.08, 0.08, 0.08]
+    for delay, base in zip(delays, bases):
+        assert base <= delay <= base + 0.01
+
+
+async def test_push_round_robins_over_peers(endpoint: str) -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PUSH) as push:
+            ep = await push.bind(endpoint)
+            async with triomq.open_socket(triomq.PULL) as a, triomq.open_socket(triomq.PULL) as b:
+                await a.connect(ep)
+                await b.connect(ep)
+                await push.wait_peers(2)
+                for i in range(10):
+                    await push.send(b"%d" % i)
+                got_a = [await a.recv() for _ in range(5)]
+                got_b = [await b.recv() for _ in range(5)]
+                assert sorted(got_a + got_b, key=int) == [b"%d" % i for i in range(10)]
+                assert {int(x) % 2 for x in got_a} | {int(x) % 2 for x in got_b} == {0, 1}
+                assert len({int(x) % 2 for x in got_a}) == 1  # strictly alternating
+
+
+async def test_pull_fair_queues(endpoint: str) -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL) as pull:
+            ep = await pull.bind(endpoint)
+            async with triomq.open_socket(triomq.PUSH) as a, triomq.open_socket(triomq.PUSH) as b:
+                await a.connect(ep)
+                await b.connect(ep)
+                await pull.wait_peers(2)
+                for i in range(20):
+                    await a.send(b"a")
+                    await b.send(b"b")
+                # wait until both peers' messages are all queued, then read: alternating
+                while pull.statistics().queued_in < 40:
+                    await trio.sleep(0.001)
+                got = [await pull.recv() for _ in range(40)]
+                assert got.count(b"a") == got.count(b"b") == 20
+                assert all(got[i] != got[i + 1] for i in range(39))
+
+
+async def test_push_blocks_at_hwm_and_never_drops() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL, rcvhwm=2) as pull:
+            await pull.bind("inproc://hwm")
+            async with triomq.open_socket(triomq.PUSH, sndhwm=2) as push:
+                await push.connect("inproc://hwm")
+                for i in range(4):  # inproc capacity = sndhwm + rcvhwm
+                    push.send_nowait(b"%d" % i)
+                with pytest.raises(trio.WouldBlock):
+                    push.send_nowait(b"4")
+                with trio.move_on_after(0.05) as scope:
+                    await push.send(b"4")
+                assert scope.cancelled_caught  # waited, and queued nothing
+                assert await pull.recv() == b"0"
+                await push.send(b"4")  # room again
+                assert [await pull.recv() for _ in range(4)] == [b"1", b"2", b"3", b"4"]
+                with pytest.raises(trio.WouldBlock):
+                    pull.recv_nowait()
+
+
+async def test_push_over_tcp_blocks_when_peer_does_not_read() -> None:
+    big = b"x" * (1 << 20)
+    with trio.fail_after(20):
+        async with triomq.open_socket(triomq.PULL, rcvhwm=1) as pull:
+            ep = await pull.bind("tcp://127.0.0.1:0")
+            async with triomq.open_socket(triomq.PUSH, sndhwm=1, linger=0) as push:
+                await push.connect(ep)
+                await push.wait_peers()
+                sent = 0
+                while True:
+                    with trio.move_on_after(0.5) as scope:
+                        await push.send(big)
+                    if scope.cancelled_caught:
+                        break
+                    sent += 1
+                assert sent < 64  # the kernel buffers hold some, then it blocks
+                for _ in range(sent):
+                    assert await pull.recv() == big
+                assert push.statistics().dropped == 0
+
+
+async def test_bound_socket_without_peer_makes_send_wait(endpoint: str) -> None:
+    async with triomq.open_socket(triomq.PUSH, linger=0) as push:
+        await push.bind(endpoint)
+        with pytest.raises(trio.WouldBlock):
+            push.send_nowait(b"nobody")
+        with trio.move_on_after(0.05) as scope:
+            await push.send(b"nobody")
+        assert scope.cancelled_caught
+
+
+async def test_connecting_socket_queues_up_to_hwm(transport: str) -> None:
+    async with triomq.open_socket(triomq.PUSH, sndhwm=5, linger=0) as push:
+        await push.connect(fixed_endpoint(transport, "nobody-home"))
+        for i in range(5):
+            push.send_nowait(b"%d" % i)
+        with pytest.raises(trio.WouldBlock):
+            push.send_nowait(b"6")
+        assert push.statistics().queued_out == 5
+
+
+async def test_pair_refuses_second_peer(endpoint: str) -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PAIR) as server:
+            ep = await server.bind(endpoint)
+            async with triomq.open_socket(triomq.PAIR) as first:
+                await first.connect(ep)
+                await first.send(b"from first")
+                assert await server.recv() == b"from first"
+                async with server.monitor() as events, triomq.open_socket(
+                    triomq.PAIR, linger=0
+                ) as second:
+                    await second.connect(ep)
+                    if not endpoint.startswith("inproc"):
+                        failed = await wait_for_event(events, triomq.HandshakeFailed)
+                        assert "already has a peer" in failed.reason
+                    try:
+                        second.send_nowait(b"from second")  # queued at most, never delivered
+                    except trio.WouldBlock:
+                        assert endpoint.startswith("inproc")  # inproc refused it outright
+                await server.send(b"to first")
+                assert await first.recv() == b"to first"
+                assert server.statistics().peers == 1
+                with pytest.raises(trio.WouldBlock):
+                    server.recv_nowait()
+
+
+async def test_pair_connect_twice_is_an_error() -> None:
+    async with triomq.open_socket(triomq.PAIR, linger=0) as pair:
+        await pair.connect("inproc://pair-a")
+        with pytest.raises(triomq.StateError):
+            await pair.connect("inproc://pair-b")
+
+
+async def test_cancelled_send_queues_nothing_and_cancelled_recv_consumes_nothing() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL, rcvhwm=1) as pull:
+            await pull.bind("inproc://cancel")
+            async with triomq.open_socket(triomq.PUSH, sndhwm=1) as push:
+                # a cancelled recv with nothing to receive, then one with a message ready
+                with trio.CancelScope() as scope:
+                    scope.cancel()
+                    await pull.recv()
+                await push.connect("inproc://cancel")
+                await push.send_multipart([b"a", b"1"])
+                await push.send_multipart([b"b", b"2"])  # full now (1 + 1)
+                with trio.CancelScope() as scope:
+                    scope.cancel()
+                    await pull.recv_multipart()  # cancelled before taking anything
+                with trio.move_on_after(0.02):
+                    await push.send_multipart([b"c", b"3"])  # cancelled while waiting
+                with trio.CancelScope() as scope:
+                    scope.cancel()
+                    await push.send_multipart([b"d", b"4"])  # cancelled at once
+                assert push.statistics().sent == 2
+                assert await pull.recv_multipart() == [b"a", b"1"]
+                assert await pull.recv_multipart() == [b"b", b"2"]
+                with pytest.raises(trio.WouldBlock):
+                    pull.recv_multipart_nowait()
+
+
+async def test_send_and_recv_are_checkpoints() -> None:
+    async with triomq.open_socket(triomq.PAIR) as a, triomq.open_socket(triomq.PAIR) as b:
+        await a.bind("inproc://checkpoints")
+        await b.connect("inproc://checkpoints")
+        with trio.testing.assert_checkpoints():
+            await a.send(b"x")
+        with trio.testing.assert_checkpoints():
+            assert await b.recv() == b"x"
+        with trio.testing.assert_checkpoints():
+            await b.wait_peers()
+
+
+async def test_recv_refuses_multipart_without_consuming() -> None:
+    async with triomq.open_socket(triomq.PAIR) as a, triomq.open_socket(triomq.PAIR) as b:
+        await a.bind("inproc://multi")
+        await b.connect("inproc://multi")
+        await a.send_multipart([b"1", b"2"])
+        with pytest.raises(triomq.StateError, match="recv_multipart"):
+            await b.recv()
+        assert await b.recv_multipart() == [b"1", b"2"]
+
+
+async def test_async_iteration_ends_when_socket_closes() -> None:
+    async with triomq.open_socket(triomq.PAIR) as a, triomq.open_socket(triomq.PAIR) as b:
+        await a.bind("inproc://iter")
+        await b.connect("inproc://iter")
+        for i in range(3):
+            await a.send(b"%d" % i)
+        got = []
+        async for msg in b:
+            got.append(msg)
+            if len(got) == 3:
+                await b.aclose()
+        assert got == [[b"0"], [b"1"], [b"2"]]
+
+
+async def test_linger_none_delivers_queued_messages_after_close(endpoint: str) -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL) as pull:
+            ep = await pull.bind(endpoint)
+            received = []
+
+            async def receive() -> None:
+                for _ in range(2000):
+                    received.append(await pull.recv())
+
+            async with trio.open_nursery() as nursery:
+                async with triomq.open_socket(triomq.PUSH) as push:
+                    await push.connect(ep)
+                    for i in range(2000):
+                        await push.send(b"%d" % i)
+                    assert push.statistics().queued_out > 0
+                    nursery.start_soon(receive)
+                if not endpoint.startswith("inproc"):
+                    # closing waited until everything queued was sent (an inproc
+                    # peer reads straight from the shared queue, closed or not)
+                    assert push.statistics().queued_out == 0
+            assert received == [b"%d" % i for i in range(2000)]
+
+
+async def test_linger_zero_closes_at_once() -> None:
+    with trio.fail_after(2):
+        async with triomq.open_socket(triomq.PUSH, linger=0) as push:
+            await push.connect(fixed_endpoint("tcp", "nobody"))
+            await push.send(b"lost")
+    assert push.statistics().lost == 1
+
+
+async def test_linger_bounds_close_time() -> None:
+    with trio.fail_after(5):
+        async with triomq.open_socket(triomq.PUSH, linger=0.1) as push:
+            await push.connect(fixed_endpoint("tcp", "nobody"))
+            await push.send(b"lost")
+        assert push.statistics().lost == 1
+
+
+async def test_exceptions_in_the_block_come_out_unwrapped() -> None:
+    with pytest.raises(KeyError):
+        async with triomq.open_socket(triomq.PUSH, linger=0) as push:
+            await push.bind("tcp://127.0.0.1:0")
+            raise KeyError("mine")
+
+
+async def test_aclose_inside_the_block_does_not_cancel_the_block() -> None:
+    async with triomq.open_socket(triomq.PUSH) as push:
+        await push.aclose()
+        reached = True
+    assert reached
+
+
+async def test_closed_socket_raises_closed_resource_error() -> None:
+    async with triomq.open_socket(triomq.PUSH) as push:
+        pass
+    with pytest.raises(trio.ClosedResourceError):
+        await push.send(b"x")
+    await push.aclose()  # twice is fine
+
+
+async def test_blocked_recv_wakes_with_closed_when_socket_closes() -> None:
+    async with triomq.open_socket(triomq.PULL) as pull:
+        async with trio.open_nursery() as nursery:
+
+            async def recv_forever() -> None:
+                with pytest.raises(trio.ClosedResourceError):
+                    await pull.recv()
+
+            nursery.start_soon(recv_forever)
+            await trio.testing.wait_all_tasks_blocked()
+            await pull.aclose()
+
+
+async def test_unbind_and_disconnect(transport: str) -> None:
+    ep = fixed_endpoint(transport, "unbind")
+    async with triomq.open_socket(triomq.PULL) as pull, triomq.open_socket(triomq.PUSH) as push:
+        await pull.bind(ep)
+        await push.connect(ep)
+        await push.send(b"1")
+        assert await pull.recv() == b"1"
+        await pull.unbind(ep)
+        with pytest.raises(triomq.EndpointError):
+            await pull.unbind(ep)
+        await push.disconnect(ep)
+        with pytest.raises(triomq.EndpointError):
+            await push.disconnect(ep)
+        assert push.statistics().pipes == 0
+
+
+async def test_bind_errors() -> None:
+    async with triomq.open_socket(triomq.PULL) as a, triomq.open_socket(triomq.PULL) as b:
+        ep = await a.bind("tcp://127.0.0.1:0")
+        with pytest.raises(triomq.EndpointError, match="cannot bind"):
+            await b.bind(ep)
+        await a.bind("inproc://taken")
+        with pytest.raises(triomq.EndpointError, match="already bound"):
+            await b.bind("inproc://taken")
+        for bad in ["nonsense", "udp://1.2.3.4:5", "tcp://127.0.0.1", "tcp://127.0.0.1:99999"]:
+            with pytest.raises(triomq.EndpointError):
+                await b.bind(bad)
+
+
+async def test_tcp_wildcard_ipv6_and_abstract_ipc() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL) as pull, triomq.open_socket(triomq.PUSH) as push:
+            ep = await pull.bind("tcp://*:0")
+            port = ep.rsplit(":", 1)[1]
+            await push.connect(f"tcp://127.0.0.1:{port}")
+            await push.send(b"wild")
+            assert await pull.recv() == b"wild"
+        if stdlib_socket.has_ipv6:
+            async with triomq.open_socket(triomq.PULL) as pull, triomq.open_socket(triomq.PUSH) as push:
+                ep = await pull.bind("tcp://[::1]:0")
+                assert ep.startswith("tcp://[::1]:")
+                await push.connect(ep)
+                await push.send(b"six")
+                assert await pull.recv() == b"six"
+        async with triomq.open_socket(triomq.PULL) as pull, triomq.open_socket(triomq.PUSH) as push:
+            ep = await pull.bind(f"ipc://@triomq-abstract-{os.getpid()}")
+            await push.connect(ep)
+            await push.send(b"abstract")
+            assert await pull.recv() == b"abstract"
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        encode_greeting(b"NULL", False)[:11] + b"\x00" * 53,  # wrong mechanism field
+        encode_greeting(b"NULL", False) + b"\x04\x06\x05READY" + encode_message([b"x"]),
+        encode_greeting(b"PLAIN", False),
+    ],
+)
+async def test_bad_peer_is_dropped_and_good_peer_goes_on(garbage: bytes) -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL, maxmsgsize=1000) as pull:
+            ep = await pull.bind("tcp://127.0.0.1:0")
+            port = int(ep.rsplit(":", 1)[1])
+            async with pull.monitor() as events, triomq.open_socket(triomq.PUSH) as good:
+                await good.connect(ep)
+                await good.send(b"before")
+                assert await pull.recv() == b"before"
+                bad = await trio.open_tcp_stream("127.0.0.1", port)
+                await bad.send_all(garbage)
+                failed = await wait_for_event(events, triomq.HandshakeFailed)
+                assert failed.kind in (triomq.FailureKind.PROTOCOL, triomq.FailureKind.CLOSED)
+                # the socket closed the bad connection
+                with trio.fail_after(5):
+                    while True:
+                        try:
+                            if not await bad.receive_some(1000):
+                                break
+                        except trio.BrokenResourceError:
+                            break
+                await bad.aclose()
+                await good.send(b"after")
+                assert await pull.recv() == b"after"
+
+
+async def test_oversized_frame_drops_the_peer() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL, maxmsgsize=100) as pull:
+            ep = await pull.bind("tcp://127.0.0.1:0")
+            async with pull.monitor() as events:
+                async with triomq.open_socket(triomq.PUSH, linger=0) as big:
+                    await big.connect(ep)
+                    await big.send(b"x" * 101)
+                    event = await wait_for_event(events, triomq.Disconnected)
+                    assert "maxmsgsize" in event.reason
+            async with triomq.open_socket(triomq.PUSH) as small:
+                await small.connect(ep)
+                await small.send(b"x" * 100)
+                assert await pull.recv() == b"x" * 100
+
+
+async def test_stalled_handshake_times_out() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL, handshake_ivl=0.2) as pull:
+            ep = await pull.bind("tcp://127.0.0.1:0")
+            async with pull.monitor() as events:
+                stalled = await trio.open_tcp_stream("127.0.0.1", int(ep.rsplit(":", 1)[1]))
+                failed = await wait_for_event(events, triomq.HandshakeFailed)
+                assert failed.kind is triomq.FailureKind.TIMEOUT
+                await stalled.aclose()
+
+
+async def test_incompatible_peer_refused(endpoint: str) -> None:
+    if endpoint.startswith("inproc"):
+        pytest.skip("inproc joins sockets directly; the type check is a handshake's")
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL) as pull:
+            ep = await pull.bind(endpoint)
+            async with pull.monitor() as events, triomq.open_socket(triomq.PUB, linger=0) as pub:
+                await pub.connect(ep)
+                failed = await wait_for_event(events, triomq.HandshakeFailed)
+                assert "incompatible socket types" in failed.reason
+
+
+async def test_monitor_reports_lifecycle() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL) as pull:
+            async with pull.monitor() as events:
+                ep = await pull.bind("tcp://127.0.0.1:0")
+                assert await wait_for_event(events, triomq.Listening) == triomq.Listening(ep)
+                async with triomq.open_socket(triomq.PUSH) as push:
+                    await push.connect(ep)
+                    await wait_for_event(events, triomq.Accepted)
+                    ok = await wait_for_event(events, triomq.HandshakeSucceeded)
+                    assert ok.peer_socket_type == "PUSH"
+                gone = await wait_for_event(events, triomq.Disconnected)
+                assert gone.endpoint == ep
+                await pull.unbind(ep)
+                await wait_for_event(events, triomq.Closed)
