@@ -1,0 +1,323 @@
+"""REQ, REP, DEALER, ROUTER: envelopes, routing ids, and surviving cancellation."""
+
+from __future__ import annotations
+
+import socket as stdlib_socket
+
+import pytest
+import trio
+import trio.testing
+
+import triomq
+from triomq._mechanisms._null import NullMechanism
+from triomq._zmtp._connection import ZMTPConnection
+from triomq._zmtp._events import NEED_DATA
+
+from .helpers import wait_for_event
+
+
+async def test_req_rep_round_trips(endpoint: str) -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.REP) as rep, triomq.open_socket(triomq.REQ) as req:
+            await req.connect(await rep.bind(endpoint))
+            for i in range(20):
+                await req.send_multipart([b"q", b"%d" % i])
+                assert await rep.recv_multipart() == [b"q", b"%d" % i]
+                await rep.send_multipart([b"a", b"%d" % i])
+                assert await req.recv_multipart() == [b"a", b"%d" % i]
+
+
+async def test_req_strict_mode_enforces_alternation() -> None:
+    async with triomq.open_socket(triomq.REQ, req_relaxed=False, linger=0) as req:
+        await req.connect("inproc://strict-nobody")
+        with pytest.raises(triomq.StateError):
+            await req.recv()
+        await req.send(b"1")
+        with pytest.raises(triomq.StateError):
+            await req.send(b"2")
+    async with triomq.open_socket(triomq.REP) as rep:
+        with pytest.raises(triomq.StateError, match="receive a request"):
+            await rep.send(b"nothing asked")
+
+
+async def test_router_sees_envelope_and_routes_by_id(endpoint: str) -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.ROUTER) as router:
+            ep = await router.bind(endpoint)
+            async with triomq.open_socket(triomq.REQ, routing_id=b"alice") as alice, \
+                    triomq.open_socket(triomq.DEALER) as anon:
+                await alice.connect(ep)
+                await anon.connect(ep)
+                await alice.send(b"hi from alice")
+                rid, *rest = await router.recv_multipart()
+                assert rid == b"alice"
+                assert rest[-2:] == [b"", b"hi from alice"]  # REQ envelope: [request id,] "", body
+                await anon.send_multipart([b"", b"hi from anon"])
+                anon_id, empty, body = await router.recv_multipart()
+                assert len(anon_id) == 5 and anon_id[0] == 0  # libzmq's generated id
+                assert (empty, body) == (b"", b"hi from anon")
+                await router.send_multipart([anon_id, b"", b"to anon"])
+                await router.send_multipart([rid, *rest[:-1], b"to alice"])
+                assert await anon.recv_multipart() == [b"", b"to anon"]
+                assert await alice.recv() == b"to alice"
+
+
+async def test_router_unknown_id_dropped_or_unreachable() -> None:
+    async with triomq.open_socket(triomq.ROUTER) as router:
+        await router.send_multipart([b"nobody", b"x"])  # dropped silently
+        assert router.statistics().dropped == 1
+    async with triomq.open_socket(triomq.ROUTER, router_mandatory=True) as router:
+        with pytest.raises(triomq.HostUnreachable):
+            await router.send_multipart([b"nobody", b"x"])
+
+
+async def test_router_duplicate_id_refused_unless_handover(transport: str, endpoint: str) -> None:
+    if transport == "inproc":
+        endpoint = f"inproc://dup-{transport}"
+    with trio.fail_after(10):
+        for handover in (False, True):
+            async with triomq.open_socket(triomq.ROUTER, router_handover=handover) as router:
+                ep = await router.bind(endpoint if transport != "inproc" else f"{endpoint}-{handover}")
+                async with triomq.open_socket(triomq.DEALER, routing_id=b"same") as first:
+                    await first.connect(ep)
+                    await first.send(b"one")
+                    assert await router.recv_multipart() == [b"same", b"one"]
+                    async with triomq.open_socket(triomq.DEALER, routing_id=b"same", linger=0) as second:
+                        await second.connect(ep)
+                        if handover:
+                            await second.send(b"two")
+                            assert await router.recv_multipart() == [b"same", b"two"]
+                            await router.send_multipart([b"same", b"for the newcomer"])
+                            assert await second.recv() == b"for the newcomer"
+                        else:
+                            await router.send_multipart([b"same", b"for the first"])
+                            assert await first.recv() == b"for the first"
+                            assert router.statistics().peers == 1
+
+
+async def test_dealer_round_robin_and_fair_queue(endpoint: str) -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.DEALER) as dealer:
+            ep = await dealer.bind(endpoint)
+            async with triomq.open_socket(triomq.DEALER) as a, triomq.open_socket(triomq.DEALER) as b:
+                await a.connect(ep)
+                await b.connect(ep)
+                await dealer.wait_peers(2)
+                for i in range(4):
+                    await dealer.send(b"%d" % i)
+                assert [await a.recv() for _ in range(2)] + [await b.recv() for _ in range(2)] in (
+                    [b"0", b"2", b"1", b"3"],
+                    [b"1", b"3", b"0", b"2"],
+                )
+
+
+async def _echo_rep(rep: triomq.Socket, hold: trio.Event | None = None) -> None:
+    async for msg in rep:
+        if hold is not None:
+            await hold.wait()
+        await rep.send_multipart([b"re:" + msg[0]])
+
+
+@pytest.mark.parametrize("where", ["before_send", "after_send", "while_receiving"])
+async def test_req_recovers_from_cancellation_at_every_point(where: str, endpoint: str) -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.REP) as rep, triomq.open_socket(triomq.REQ) as req:
+            await req.connect(await rep.bind(endpoint))
+            release = trio.Event()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_echo_rep, rep, release)
+                if where == "before_send":
+                    with trio.CancelScope() as scope:
+                        scope.cancel()
+                        await req.send(b"never")
+                    release.set()
+                else:
+                    await req.send(b"old")
+                    if where == "after_send":
+                        with trio.CancelScope() as scope:
+                            scope.cancel()
+                            await req.recv()
+                    else:
+                        with trio.move_on_after(0.05):
+                            await req.recv()  # the REP is holding the reply: times out
+                    release.set()
+                # the socket is still usable; a late "re:old" is not taken for the answer
+                await req.send(b"new")
+                assert await req.recv() == b"re:new"
+                await req.send(b"again")
+                assert await req.recv() == b"re:again"
+                nursery.cancel_scope.cancel()
+
+
+async def test_req_abandoned_request_not_yet_sent_is_withdrawn() -> None:
+    async with triomq.open_socket(triomq.REQ, linger=0) as req:
+        await req.connect("inproc://withdraw")  # nobody bound yet
+        await req.send(b"first")
+        await req.send(b"second")  # abandons "first", which never left
+        assert req.statistics().queued_out == 1
+        async with triomq.open_socket(triomq.REP) as rep:
+            await rep.bind("inproc://withdraw")
+            assert await rep.recv() == b"second"
+            await rep.send(b"ok")
+            assert await req.recv() == b"ok"
+
+
+async def test_rep_survives_cancelled_recv_and_send() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.REP) as rep, triomq.open_socket(triomq.REQ) as req:
+            await rep.bind("inproc://rep-cancel")
+            await req.connect("inproc://rep-cancel")
+            with trio.move_on_after(0.01):
+                await rep.recv()  # nothing yet: cancelled, nothing consumed
+            await req.send(b"one")
+            assert await rep.recv() == b"one"
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await rep.send(b"reply lost to cancellation")
+            # the handler was cancelled: the REP goes on serving the next request
+            await req.send(b"two")  # REQ relaxed: "one" is abandoned
+            assert await rep.recv() == b"two"
+            await rep.send(b"re:two")
+            assert await req.recv() == b"re:two"
+
+
+@pytest.mark.parametrize("server_type", [triomq.REP, triomq.ROUTER])
+async def test_many_concurrent_req_clients(server_type: triomq.SocketType, endpoint: str) -> None:
+    clients, rounds = 20, 10
+    with trio.fail_after(20):
+        async with triomq.open_socket(server_type) as server:
+            ep = await server.bind(endpoint)
+
+            async def serve() -> None:
+                while True:
+                    msg = await server.recv_multipart()
+                    if server_type is triomq.ROUTER:
+                        envelope, body = msg[:-1], msg[-1]
+                        await server.send_multipart([*envelope, body.upper()])
+                    else:
+                        await server.send(msg[0].upper())
+
+            async def client(n: int) -> None:
+                async with triomq.open_socket(triomq.REQ) as req:
+                    await req.connect(ep)
+                    for i in range(rounds):
+                        await req.send(b"c%d-%d" % (n, i))
+                        assert await req.recv() == b"C%d-%d" % (n, i)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(serve)
+                async with trio.open_nursery() as clients_nursery:
+                    for n in range(clients):
+                        clients_nursery.start_soon(client, n)
+                nursery.cancel_scope.cancel()
+
+
+def free_port() -> int:
+    with stdlib_socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_rpc_client_survives_server_restart() -> None:
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    policy = triomq.RetryPolicy(attempt_timeout=0.3, attempts=20, backoff=0.01)
+
+    async def handler(frames: list[bytes]) -> list[bytes]:
+        return [b"ok:" + frames[0]]
+
+    async def run_server(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            async with triomq.open_socket(triomq.ROUTER, linger=0) as router:
+                await router.bind(ep)
+                await triomq.serve(router, handler, task_status=_started(task_status, scope))
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(run_server)
+            async with triomq.open_rpc_client(ep, policy=policy, reconnect_ivl=0.01) as client:
+                assert await client.request(b"1") == [b"ok:1"]
+                server.cancel()  # the server dies...
+                async with trio.open_nursery() as calls:
+                    results = []
+
+                    async def call() -> None:
+                        results.append(await client.request([b"2"]))
+
+                    calls.start_soon(call)
+                    await trio.sleep(0.5)  # ...and stays away through a few attempts
+                    server = await nursery.start(run_server)  # ...and comes back
+                assert results == [[b"ok:2"]]
+                assert client.retries >= 1
+            server.cancel()
+
+
+def _started(task_status: trio.TaskStatus[trio.CancelScope], scope: trio.CancelScope):  # type: ignore[no-untyped-def]
+    class _Relay:
+        def started(self, value: object = None) -> None:
+            task_status.started(scope)
+
+    return _Relay()
+
+
+async def test_rpc_gives_up_with_a_clear_error() -> None:
+    policy = triomq.RetryPolicy(attempt_timeout=0.05, attempts=3)
+    async with triomq.open_rpc_client(
+        f"tcp://127.0.0.1:{free_port()}", policy=policy, linger=0
+    ) as client:
+        with pytest.raises(triomq.RequestFailed, match="no reply after 3 attempts"):
+            await client.request(b"anyone?")
+
+
+async def test_rpc_client_works_with_a_rep_server_and_many_calls_in_flight() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.ROUTER) as router:
+            ep = await router.bind("inproc://rpc-many")
+
+            async def slow_upper(frames: list[bytes]) -> bytes:
+                await trio.sleep(0.05)
+                return frames[0].upper()
+
+            async with trio.open_nursery() as nursery:
+                await nursery.start(triomq.serve, router, slow_upper)
+                async with triomq.open_rpc_client(ep) as client:
+                    results: dict[int, list[bytes]] = {}
+
+                    async def call(i: int) -> None:
+                        results[i] = await client.request(b"x%d" % i)
+
+                    async with trio.open_nursery() as calls:
+                        for i in range(50):
+                            calls.start_soon(call, i)
+                    assert results == {i: [b"X%d" % i] for i in range(50)}
+                nursery.cancel_scope.cancel()
+        # and against a plain REP, which echoes the client's envelope
+        async with triomq.open_socket(triomq.REP) as rep:
+            ep = await rep.bind("inproc://rpc-rep")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_echo_rep, rep)
+                async with triomq.open_rpc_client(ep) as client:
+                    assert await client.request(b"ping") == [b"re:ping"]
+                nursery.cancel_scope.cancel()
+
+
+async def test_heartbeats_detect_a_dead_peer() -> None:
+    """A peer that stops answering PINGs is dropped (and the connecting side reconnects)."""
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.DEALER, heartbeat_ivl=0.05, heartbeat_timeout=0.1) as d:
+            listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+            port = listener.socket.getsockname()[1]
+            async with d.monitor() as events:
+                await d.connect(f"tcp://127.0.0.1:{port}")
+                # a fake peer that completes the greeting and READY, then goes silent
+                stream = await listener.accept()
+                conn = ZMTPConnection(triomq.ROUTER, NullMechanism())
+                await stream.send_all(conn.data_to_send())
+                while conn.peer_socket_type is None:
+                    conn.receive_data(await stream.receive_some())
+                    while conn.next_event() is not NEED_DATA:
+                        pass
+                    await stream.send_all(conn.data_to_send())
+                gone = await wait_for_event(events, triomq.Disconnected)
+                assert "heartbeat" in gone.reason
+                await stream.aclose()
+                await listener.aclose()
