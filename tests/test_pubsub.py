@@ -1,0 +1,313 @@
+"""PUB, SUB, XPUB, XSUB: filtering, slow subscribers, re-subscription, both wire forms, proxy."""
+
+from __future__ import annotations
+
+import socket as stdlib_socket
+
+import pytest
+import trio
+
+import triomq
+from triomq._mechanisms._null import NullMechanism
+from triomq._patterns._prefix import PrefixIndex
+from triomq._zmtp._connection import ZMTPConnection
+from triomq._zmtp._events import NEED_DATA, Message, Subscription
+from triomq._zmtp._frames import encode_message
+
+from .helpers import wait_subscribed
+
+
+def test_prefix_index_counts_and_matches() -> None:
+    index = PrefixIndex()
+    assert index.add(b"ab", "p1") == (True, True)
+    assert index.add(b"ab", "p1") == (False, False)  # counted
+    assert index.add(b"ab", "p2") == (True, False)
+    assert index.add(b"", "p3") == (True, True)
+    assert index.match_keys(b"abc") == {"p1", "p2", "p3"}
+    assert index.match_keys(b"a") == {"p3"}
+    assert index.remove(b"ab", "p1") == (False, False)
+    assert index.remove(b"ab", "p1") == (True, False)
+    assert index.match_keys(b"abc") == {"p2", "p3"}
+    assert index.remove_key("p2") == [b"ab"]
+    assert index.remove(b"zz", "p1") == (False, False)
+    assert index.matches(b"anything") and not PrefixIndex().matches(b"x")
+
+
+async def test_filtering_overlap_unsubscribe_and_empty(endpoint: str) -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PUB) as pub, triomq.open_socket(triomq.SUB) as sub:
+            await sub.connect(await pub.bind(endpoint))
+            await sub.subscribe(b"a")
+            await sub.subscribe(b"ab")
+            await sub.subscribe(b"end")
+            await wait_subscribed(pub, sub, b"end")
+            for topic in [b"a1", b"ab1", b"b1", b"abc"]:
+                await pub.send_multipart([topic, b"data"])
+            await pub.send_multipart([b"end", b""])
+            got = []
+            while (msg := await sub.recv_multipart())[0] != b"end":
+                got.append(msg[0])
+            assert got == [b"a1", b"ab1", b"abc"]  # each once, though two prefixes match
+            # unsubscribing one of two overlapping prefixes keeps the other
+            await sub.unsubscribe(b"a")
+            await wait_subscribed(pub, sub, b"ab")
+            for topic in [b"a1", b"ab2", b"end"]:
+                await pub.send_multipart([topic, b""])
+            got = []
+            while (msg := await sub.recv_multipart())[0] != b"end":
+                got.append(msg[0])
+            assert got == [b"ab2"]
+            # the empty subscription takes everything
+            await sub.subscribe(b"")
+            await wait_subscribed(pub, sub, b"zzz")
+            await pub.send_multipart([b"zzz", b"x"])
+            assert await sub.recv_multipart() == [b"zzz", b"x"]
+
+
+async def test_subscriptions_are_reference_counted() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.XPUB) as xpub, triomq.open_socket(triomq.SUB) as sub:
+            await sub.connect(await xpub.bind("tcp://127.0.0.1:0"))
+            await sub.subscribe(b"t")
+            await sub.subscribe(b"t")
+            assert await xpub.recv() == b"\x01t"
+            await sub.unsubscribe(b"t")  # one left: nothing goes upstream
+            await sub.subscribe(b"u")
+            assert await xpub.recv() == b"\x01u"
+            await sub.unsubscribe(b"t")
+            assert await xpub.recv() == b"\x00t"
+
+
+async def test_slow_joiner_misses_earlier_messages() -> None:
+    async with triomq.open_socket(triomq.PUB) as pub:
+        ep = await pub.bind("inproc://slow-joiner")
+        await pub.send(b"too early")  # no subscriber: dropped, not queued
+        async with triomq.open_socket(triomq.SUB, subscribe=[b""]) as sub:
+            await sub.connect(ep)
+            await wait_subscribed(pub, sub)
+            await pub.send(b"in time")
+            assert await sub.recv() == b"in time"
+
+
+@pytest.mark.parametrize("transport", ["tcp", "inproc"])
+async def test_slow_subscriber_never_blocks_the_publisher(transport: str) -> None:
+    n_subs, n_msgs = 20, 3000
+    payload = b"x" * 4096  # 12 MB in all: more than the kernel buffers a stalled peer
+    with trio.fail_after(60):
+        async with triomq.open_socket(triomq.PUB, sndhwm=100) as pub:
+            ep = await pub.bind("tcp://127.0.0.1:0" if transport == "tcp" else "inproc://slow-sub")
+            async with trio.open_nursery() as nursery:
+                subs = [await nursery.start(_open_sub, ep, i == 0) for i in range(n_subs)]
+                for sub in subs:
+                    await wait_subscribed(pub, sub)
+                counts = [0] * n_subs
+
+                async def reader(i: int, sub: triomq.Socket) -> None:
+                    while (msg := await sub.recv()) != b"end":
+                        counts[i] += msg == payload  # (other subscribers' probes arrive too)
+
+                async with trio.open_nursery() as readers:
+                    for i, sub in enumerate(subs[1:], 1):  # subs[0] never reads
+                        readers.start_soon(reader, i, sub)
+                    for i in range(n_msgs):
+                        pub.send_nowait(payload)  # a PUB never waits: this never raises
+                        await trio.sleep(0)  # publish at a pace the fast readers keep up with
+                    while readers.child_tasks:
+                        pub.send_nowait(b"end")
+                        await trio.sleep(0.01)
+                assert counts[1:] == [n_msgs] * (n_subs - 1)
+                stats = pub.statistics()
+                assert stats.dropped > 0  # the slow one's messages were dropped, and counted
+                dropped_by_pipe = pub.pattern.dropped_by_pipe  # type: ignore[attr-defined]
+                assert len(dropped_by_pipe) == 1 and sum(dropped_by_pipe.values()) == stats.dropped
+                nursery.cancel_scope.cancel()
+
+
+async def _open_sub(ep: str, slow: bool, task_status: trio.TaskStatus[triomq.Socket]) -> None:
+    async with triomq.open_socket(triomq.SUB, rcvhwm=10 if slow else 1000, subscribe=[b""]) as sub:
+        await sub.connect(ep)
+        task_status.started(sub)
+        await trio.sleep_forever()
+
+
+def free_port() -> int:
+    with stdlib_socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_sub_resubscribes_after_publisher_restart() -> None:
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    with trio.fail_after(15):
+        async with triomq.open_socket(triomq.SUB, reconnect_ivl=0.01) as sub:
+            await sub.subscribe(b"weather")
+            await sub.connect(ep)
+            for generation in range(2):
+                async with triomq.open_socket(triomq.XPUB) as pub:
+                    await pub.bind(ep)
+                    # the subscription arrives by itself after every (re)connect
+                    assert await pub.recv() == b"\x01weather"
+                    await pub.send(b"weather %d" % generation)
+                    assert await sub.recv() == b"weather %d" % generation
+
+
+async def test_xpub_verbose_manual_and_welcome() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.XPUB, xpub_verbose=True) as xpub:
+            ep = await xpub.bind("inproc://verbose")
+            async with triomq.open_socket(triomq.SUB) as s1, triomq.open_socket(triomq.SUB) as s2:
+                await s1.connect(ep)
+                await s2.connect(ep)
+                await s1.subscribe(b"x")
+                await s2.subscribe(b"x")
+                assert [await xpub.recv(), await xpub.recv()] == [b"\x01x", b"\x01x"]
+        async with triomq.open_socket(triomq.XPUB, xpub_manual=True) as xpub:
+            ep = await xpub.bind("inproc://manual")
+            async with triomq.open_socket(triomq.SUB) as sub:
+                await sub.connect(ep)
+                await sub.subscribe(b"asked")
+                assert await xpub.recv() == b"\x01asked"
+                await xpub.subscribe(b"granted")  # the application decides
+                await xpub.send(b"asked-1")
+                await xpub.send(b"granted-1")
+                await sub.subscribe(b"granted")
+                assert await xpub.recv() == b"\x01granted"
+                await xpub.send(b"granted-2")
+                # only what the XPUB granted reaches the peer, filtered again by the SUB
+                assert await sub.recv() == b"granted-1"
+                assert await sub.recv() == b"granted-2"
+        async with triomq.open_socket(triomq.XPUB, xpub_welcome_msg=b"welcome") as xpub:
+            ep = await xpub.bind("tcp://127.0.0.1:0")
+            async with triomq.open_socket(triomq.SUB, subscribe=[b"welcome"]) as sub:
+                await sub.connect(ep)
+                assert await sub.recv() == b"welcome"
+
+
+async def test_xsub_sends_subscriptions_as_messages() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.XPUB) as xpub, triomq.open_socket(triomq.XSUB) as xsub:
+            await xsub.connect(await xpub.bind("tcp://127.0.0.1:0"))
+            await xsub.send(b"\x01news")
+            assert await xpub.recv() == b"\x01news"
+            await xpub.send(b"news!")
+            await xpub.send(b"other")  # filtered at the publisher
+            await xpub.send(b"news again")
+            assert await xsub.recv() == b"news!"
+            assert await xsub.recv() == b"news again"
+            await xsub.send(b"\x00news")
+            assert await xpub.recv() == b"\x00news"
+
+
+async def _raw_peer(port: int, socket_type: triomq.SocketType, minor: int):  # type: ignore[no-untyped-def]
+    """A ZMTP 3.<minor> peer built from the codec, over a plain trio stream."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    conn = ZMTPConnection(socket_type, NullMechanism())
+    greeting = bytearray(conn.data_to_send())
+    greeting[11] = minor
+    await stream.send_all(bytes(greeting))
+    events: list[object] = []
+    while conn.peer_socket_type is None:
+        conn.receive_data(await stream.receive_some())
+        while (event := conn.next_event()) is not NEED_DATA:
+            events.append(event)
+        if out := conn.data_to_send():
+            await stream.send_all(out)
+    return stream, conn, events
+
+
+async def test_publisher_talks_to_a_zmtp30_subscriber() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.XPUB) as xpub:
+            ep = await xpub.bind("tcp://127.0.0.1:0")
+            stream, conn, _ = await _raw_peer(int(ep.rsplit(":", 1)[1]), triomq.SUB, 0)
+            # a 3.0 subscriber subscribes with a message: \x01topic
+            await stream.send_all(encode_message([b"\x01old"]))
+            assert await xpub.recv() == b"\x01old"
+            await xpub.send(b"old style")
+            seen = []
+            while not seen:
+                conn.receive_data(await stream.receive_some())
+                while (event := conn.next_event()) is not NEED_DATA:
+                    seen.append(event)
+            assert seen == [Message([b"old style"])]
+            await stream.aclose()
+
+
+async def test_subscriber_uses_message_form_towards_zmtp30_publisher() -> None:
+    with trio.fail_after(10):
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        async with triomq.open_socket(triomq.SUB, subscribe=[b"t"]) as sub:
+            await sub.connect(f"tcp://127.0.0.1:{port}")
+            stream = await listeners[0].accept()
+            conn = ZMTPConnection(triomq.PUB, NullMechanism())
+            greeting = bytearray(conn.data_to_send())
+            greeting[11] = 0  # we are a ZMTP 3.0 publisher
+            await stream.send_all(bytes(greeting))
+            raw = b""
+            while b"\x01t" not in raw:
+                data = await stream.receive_some()
+                raw += data
+                conn.receive_data(data)
+                while (event := conn.next_event()) is not NEED_DATA:
+                    if isinstance(event, Subscription):
+                        assert event == Subscription(b"t", True)
+                if out := conn.data_to_send():
+                    await stream.send_all(out)
+            assert b"SUBSCRIBE" not in raw  # 3.0: the message form, not the command
+            await stream.send_all(conn.encode_message([b"t-data"]) + conn.encode_message([b"x-data"]))
+            await stream.send_all(conn.encode_message([b"t-more"]))
+            assert await sub.recv() == b"t-data"
+            assert await sub.recv() == b"t-more"
+            await stream.aclose()
+        await listeners[0].aclose()
+
+
+@pytest.mark.parametrize("kind", ["forwarder", "queue", "streamer"])
+async def test_proxy_devices(kind: str) -> None:
+    with trio.fail_after(15):
+        if kind == "forwarder":
+            front_t, back_t = triomq.XSUB, triomq.XPUB
+        elif kind == "queue":
+            front_t, back_t = triomq.ROUTER, triomq.DEALER
+        else:
+            front_t, back_t = triomq.PULL, triomq.PUSH
+        async with triomq.open_socket(front_t) as front, triomq.open_socket(back_t) as back, \
+                triomq.open_socket(triomq.PUSH) as capture, triomq.open_socket(triomq.PULL) as tap:
+            f_ep = await front.bind("tcp://127.0.0.1:0")
+            b_ep = await back.bind("tcp://127.0.0.1:0")
+            await tap.connect(await capture.bind("inproc://capture-" + kind))
+            control = triomq.ProxyControl()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: triomq.proxy(front, back, capture, control=control))
+                if kind == "forwarder":
+                    async with triomq.open_socket(triomq.PUB) as pub, triomq.open_socket(triomq.SUB) as sub:
+                        await pub.connect(f_ep)
+                        await sub.connect(b_ep)
+                        await sub.subscribe(b"w")
+                        await wait_subscribed(pub, sub, b"w")
+                        control.pause()
+                        await pub.send(b"w-paused")
+                        with trio.move_on_after(0.1):
+                            await sub.recv()
+                            pytest.fail("a paused proxy forwarded a message")
+                        control.resume()
+                        assert await sub.recv() == b"w-paused"
+                elif kind == "queue":
+                    async with triomq.open_socket(triomq.REQ) as req, triomq.open_socket(triomq.REP) as rep:
+                        await req.connect(f_ep)
+                        await rep.connect(b_ep)
+                        await req.send(b"through the broker")
+                        assert await rep.recv() == b"through the broker"
+                        await rep.send(b"and back")
+                        assert await req.recv() == b"and back"
+                else:
+                    async with triomq.open_socket(triomq.PUSH) as push, triomq.open_socket(triomq.PULL) as pull:
+                        await push.connect(f_ep)
+                        await pull.connect(b_ep)
+                        for i in range(100):
+                            await push.send(b"%d" % i)
+                        assert [await pull.recv() for _ in range(100)] == [b"%d" % i for i in range(100)]
+                assert control.forwarded > 0
+                assert await tap.recv_multipart()  # the capture socket saw a copy
+                nursery.cancel_scope.cancel()
