@@ -493,8 +493,6 @@ async def test_stalled_handshake_times_out() -> None:
 
 
 async def test_incompatible_peer_refused(endpoint: str) -> None:
-    if endpoint.startswith("inproc"):
-        pytest.skip("inproc joins sockets directly; the type check is a handshake's")
     with trio.fail_after(10):
         async with triomq.open_socket(triomq.PULL) as pull:
             ep = await pull.bind(endpoint)

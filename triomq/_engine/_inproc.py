@@ -20,6 +20,7 @@ import trio
 from .._errors import EndpointError
 from .._zmtp._events import HandshakeComplete
 from ._core import SocketCore
+from ._monitor import FailureKind, HandshakeFailed
 from ._pipe import Pipe
 
 
@@ -121,6 +122,16 @@ def _join(conn_core: InprocCore, conn_pipe: Pipe, bind_core: InprocCore, name: s
     bind_pipe.inq.on_readable = bind_core.wake_receivers
     bind_pipe.outq.on_writable = bind_core.wake_senders
 
+    refusal: str | None = None
+    if not bind_core.socket_type.compatible_with(conn_core.socket_type):
+        refusal = (
+            f"incompatible socket types: {bind_core.socket_type.name} "
+            f"cannot talk to {conn_core.socket_type.name}"
+        )
+        bind_core.emit(HandshakeFailed(endpoint, "", FailureKind.PROTOCOL, refusal))
+        conn_core.emit(HandshakeFailed(endpoint, "", FailureKind.PROTOCOL, refusal))
+        conn_core.drop_pipe(conn_pipe)
+        return
     refusal = bind_core.pipe_connected(
         bind_pipe,
         HandshakeComplete(conn_core.socket_type, 1, conn_core.options.routing_id, {}),
