@@ -96,8 +96,13 @@ _CURVE_MORE = 0x01
 _CURVE_COMMAND = 0x02
 
 #: (our ZMTP flags & (MORE|COMMAND)) -> CURVE flags byte, and back
-_TO_CURVE = [bytes(((_CURVE_MORE if f & MORE else 0) | (_CURVE_COMMAND if f & COMMAND else 0),)) for f in range(8)]
-_FROM_CURVE = [(MORE if f & _CURVE_MORE else 0) | (COMMAND if f & _CURVE_COMMAND else 0) for f in range(256)]
+_TO_CURVE = [
+    bytes(((_CURVE_MORE if f & MORE else 0) | (_CURVE_COMMAND if f & COMMAND else 0),))
+    for f in range(8)
+]
+_FROM_CURVE = [
+    (MORE if f & _CURVE_MORE else 0) | (COMMAND if f & _CURVE_COMMAND else 0) for f in range(256)
+]
 
 
 class _State(enum.Enum):
@@ -324,9 +329,7 @@ class CurveMechanism(Mechanism):
         short = body[105:113]
         try:
             self._precom = crypto_box_beforenm(self._cn_peer, self._cn_secret)
-            plain = crypto_box_open_easy_afternm(
-                body[113:], _INITIATE_PREFIX + short, self._precom
-            )
+            plain = crypto_box_open_easy_afternm(body[113:], _INITIATE_PREFIX + short, self._precom)
         except CryptoError:
             raise self._fail_auth("cannot open INITIATE") from None
         client_key = plain[:32]
@@ -376,11 +379,12 @@ class CurveMechanism(Mechanism):
         if self._state is not _State.READY:
             raise LocalProtocolError("CURVE: cannot encrypt before the handshake completes")
         short = self._next_nonce()
-        return (
-            _MESSAGE
-            + short
-            + crypto_box_easy_afternm(
-                _TO_CURVE[flags & 7] + body, self._send_prefix + short, self._precom
+        plain = b"".join((_TO_CURVE[flags & 7], body))  # body may be any buffer
+        return b"".join(
+            (
+                _MESSAGE,
+                short,
+                crypto_box_easy_afternm(plain, self._send_prefix + short, self._precom),
             )
         )
 

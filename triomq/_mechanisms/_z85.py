@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["z85_encode", "z85_decode", "curve_keypair", "curve_public", "normalize_key"]
+__all__ = ["curve_keypair", "curve_public", "normalize_key", "z85_decode", "z85_encode"]
 
 _ALPHABET = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
 #: byte value -> digit, or 255 for a byte that is not in the alphabet
@@ -89,7 +89,7 @@ def normalize_key(key: bytes | bytearray | memoryview | str) -> bytes:
             raise ValueError(f"a Z85 CURVE key is {Z85_KEY_SIZE} characters, got {len(key)}")
         return z85_decode(key)
     if not isinstance(key, (bytes, bytearray, memoryview)):
-        raise ValueError(f"a CURVE key must be bytes or str, not {type(key).__name__}")
+        raise ValueError(f"a CURVE key must be bytes or str, not {type(key).__name__}")  # noqa: TRY004
     raw = bytes(key)
     if len(raw) == KEY_SIZE:
         return raw

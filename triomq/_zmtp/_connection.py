@@ -123,7 +123,7 @@ class ZMTPConnection:
 
     def _queue_command(self, body: bytes) -> None:
         if self._encrypts:
-            self._out.append(encode_frame(self.mechanism.encrypt_frame(COMMAND, body), COMMAND))
+            self._out.append(encode_frame(self.mechanism.encrypt_frame(COMMAND, body)))
         else:
             self._out.append(encode_frame(body, COMMAND))
 
@@ -142,7 +142,7 @@ class ZMTPConnection:
         for frames in messages:
             last = len(frames) - 1
             for i, body in enumerate(frames):
-                out.append(encode_frame(encrypt(MORE if i < last else 0, bytes(body)), COMMAND))
+                out.append(encode_frame(encrypt(MORE if i < last else 0, bytes(body))))
 
     def encode_message(self, frames: Sequence[Buffer]) -> bytes:
         """One message's wire form."""
@@ -156,7 +156,7 @@ class ZMTPConnection:
         if self.peer_minor >= 1:
             body = encode_command(b"SUBSCRIBE" if subscribe else b"CANCEL", topic)
             if self._encrypts:
-                return encode_frame(self.mechanism.encrypt_frame(COMMAND, body), COMMAND)
+                return encode_frame(self.mechanism.encrypt_frame(COMMAND, body))
             return encode_frame(body, COMMAND)
         return self.encode_message([(b"\x01" if subscribe else b"\x00") + topic])
 
@@ -280,6 +280,11 @@ class ZMTPConnection:
             flags, body = frame
             if not flags & COMMAND or flags & MORE:
                 raise RemoteProtocolError("message frame before the handshake completed")
+            if body[:5] == b"\x5eRROR":
+                # libzmq 4.3's PLAIN writes ERROR's name as "\x05ERROR" in C: one byte
+                # 0x5E, then "RROR" (a hex escape eats the E). Read it as the ERROR it is.
+                self.state = ConnectionState.CLOSED
+                return PeerError(decode_error_untrusted(body[5:]))
             name, data = decode_command_untrusted(body)
             if name == b"ERROR":
                 self.state = ConnectionState.CLOSED
@@ -333,30 +338,21 @@ class ZMTPConnection:
     def _next_active_event(self) -> Event | NeedData:
         decoder = self._decoder
         parts = self._parts
+        encrypts = self._encrypts
         while True:
             frame = decoder.next_frame()
             if frame is None:
                 return self._at_eof()
             flags, body = frame
+            if encrypts:
+                # every frame is a MESSAGE command, whatever its wire flags (libzmq sends
+                # flags 0); the real MORE/COMMAND flags are inside the box
+                flags, body = self.mechanism.decrypt_frame(body)
             if flags & COMMAND:
-                if self._encrypts:
-                    name, data = decode_command_untrusted(body)
-                    if name != b"MESSAGE":
-                        event = self._command(name, data)
-                        if event is not None:
-                            return event
-                        continue
-                    flags, body = self.mechanism.decrypt_frame(body)
-                    if flags & COMMAND:
-                        event = self._command(*decode_command_untrusted(body))
-                        if event is not None:
-                            return event
-                        continue
-                else:
-                    event = self._command(*decode_command_untrusted(body))
-                    if event is not None:
-                        return event
-                    continue
+                event = self._command(*decode_command_untrusted(body))
+                if event is not None:
+                    return event
+                continue
             if self.maxmsgsize is not None:
                 self._msg_size += len(body)
                 if self._msg_size > self.maxmsgsize:
