@@ -267,9 +267,7 @@ class _Session:
         next_event = conn.next_event
         current_time = trio.current_time
         while True:
-            data = await stream.receive_some(RECEIVE_SIZE)
-            self._last_received = current_time()
-            conn.receive_data(data)
+            # events first: frames that came in with the handshake are already buffered
             while True:
                 event = next_event()
                 if type(event) is Message:
@@ -297,6 +295,9 @@ class _Session:
                     raise _SessionEnded(f"peer sent ERROR: {event.reason}")
                 elif isinstance(event, ConnectionClosed):
                     raise _SessionEnded("peer closed the connection")
+            data = await stream.receive_some(RECEIVE_SIZE)
+            self._last_received = current_time()
+            conn.receive_data(data)
 
     async def _write_loop(self) -> None:
         stream = self.stream

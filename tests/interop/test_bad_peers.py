@@ -1,0 +1,208 @@
+"""Misbehaving peers against a triomq socket: garbage, bad greetings, oversized frames,
+incompatible socket types. The bad connection is dropped; well-behaved libzmq peers on
+the same socket are not disturbed."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+import zmq
+
+import triomq
+
+TEST_TIMEOUT = 20
+MAXMSGSIZE = 1000
+
+
+async def good_push_delivers(peers: Any, push: Any, pull: triomq.Socket, tag: bytes, count: int = 5) -> None:
+    msgs = [[tag, b"%d" % i, b"z" * 100] for i in range(count)]
+    for msg in msgs:
+        await peers.z(push.send_multipart, msg)
+    for msg in msgs:
+        assert await pull.recv_multipart() == msg
+
+
+#: name -> the bytes a bad client sends right after connecting
+BAD_OPENINGS: dict[str, Callable[[Any], bytes]] = {
+    "http_garbage": lambda z: b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n" * 4,
+    "binary_garbage": lambda z: bytes(range(256)) * 2,
+    "bad_signature_end": lambda z: z.greeting(signature=b"\xff" + bytes(7) + b"\x01\x7e"),
+    "major_version_2": lambda z: z.greeting(major=2, minor=0),
+    "mechanism_mismatch": lambda z: z.greeting(b"PLAIN"),
+    "unknown_mechanism": lambda z: z.greeting(b"BOGUS"),
+    "message_before_ready": lambda z: z.greeting() + z.frame(b"hello"),
+    "bad_frame_flags": lambda z: z.greeting() + b"\xf0\x05hello",
+    "unknown_socket_type": lambda z: z.greeting() + z.ready(b"BOGUS"),
+    "incompatible_socket_type": lambda z: z.greeting() + z.ready(b"SUB"),
+}
+
+
+@pytest.mark.parametrize("opening", list(BAD_OPENINGS))
+async def test_bad_handshake_is_dropped(peers: Any, zmtp: Any, opening: str, wait_event: Any) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with triomq.open_socket(triomq.PULL, linger=0, maxmsgsize=MAXMSGSIZE) as pull:
+            endpoint = await pull.bind(peers.endpoint())
+            push = peers.zsocket(zmq.PUSH)
+            await peers.z(push.connect, endpoint)
+            await good_push_delivers(peers, push, pull, b"before")
+            async with pull.monitor() as events:
+                stream = await zmtp.open_raw(endpoint)
+                async with stream:
+                    try:
+                        await stream.send_all(BAD_OPENINGS[opening](zmtp))
+                    except trio.BrokenResourceError:
+                        pass  # already dropped
+                    await zmtp.read_until_closed(stream)
+                failed = await wait_event(events, triomq.HandshakeFailed)
+                assert failed.kind in (triomq.FailureKind.PROTOCOL, triomq.FailureKind.CLOSED)
+            await good_push_delivers(peers, push, pull, b"after")
+            assert pull.statistics().peers == 1
+
+
+async def test_refused_peer_gets_error_command(peers: Any, zmtp: Any, wait_event: Any) -> None:
+    """After the greetings, a refused peer gets an ERROR command before the close."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with triomq.open_socket(triomq.PULL, linger=0) as pull:
+            endpoint = await pull.bind(peers.endpoint())
+            async with pull.monitor() as events:
+                stream = await zmtp.open_raw(endpoint)
+                async with stream:
+                    await stream.send_all(zmtp.greeting() + zmtp.ready(b"PUB"))
+                    data = await zmtp.read_until_closed(stream)
+                failed = await wait_event(events, triomq.HandshakeFailed)
+                assert failed.kind is triomq.FailureKind.PROTOCOL
+            assert data[0] == 0xFF and data[9] == 0x7F and data[10] == 3
+            assert data[12:32] == b"NULL".ljust(20, b"\x00")
+            # READY may or may not come before the check; an ERROR command comes last
+            assert b"\x05ERROR" in data[64:]
+
+
+async def test_oversized_frame_is_dropped(peers: Any, zmtp: Any, wait_event: Any) -> None:
+    """A frame announced larger than maxmsgsize closes the connection without its body
+    being sent; what came before is delivered; a libzmq PUSH is not disturbed."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with triomq.open_socket(triomq.PULL, linger=0, maxmsgsize=MAXMSGSIZE) as pull:
+            endpoint = await pull.bind(peers.endpoint())
+            push = peers.zsocket(zmq.PUSH)
+            await peers.z(push.connect, endpoint)
+            await good_push_delivers(peers, push, pull, b"before")
+            async with pull.monitor() as events:
+                stream = await zmtp.open_raw(endpoint)
+                async with stream:
+                    await stream.send_all(zmtp.greeting() + zmtp.ready(b"PUSH"))
+                    theirs = await zmtp.read_exactly(stream, 64)
+                    assert theirs[10] == 3 and theirs[12:16] == b"NULL"
+                    await wait_event(events, triomq.HandshakeSucceeded)
+                    # a good message, one exactly at the limit, then an oversized frame header
+                    await stream.send_all(
+                        zmtp.frame(b"raw-ok", 0x01)
+                        + zmtp.frame(b"1")
+                        + zmtp.frame(b"m" * MAXMSGSIZE)
+                        + b"\x02"
+                        + struct.pack(">Q", 100_000)
+                        + b"partial body"
+                    )
+                    await zmtp.read_until_closed(stream)
+                disconnected = await wait_event(events, triomq.Disconnected)
+                assert "maxmsgsize" in disconnected.reason
+            assert await pull.recv_multipart() == [b"raw-ok", b"1"]
+            assert await pull.recv_multipart() == [b"m" * MAXMSGSIZE]
+            await good_push_delivers(peers, push, pull, b"after")
+
+
+async def test_libzmq_push_oversized_message_is_dropped(peers: Any, wait_event: Any) -> None:
+    """A libzmq PUSH whose message is above maxmsgsize (in total, over several frames)
+    is disconnected; it reconnects and its later, small messages arrive."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with triomq.open_socket(triomq.PULL, linger=0, maxmsgsize=MAXMSGSIZE) as pull:
+            endpoint = await pull.bind(peers.endpoint())
+            push = peers.zsocket(zmq.PUSH)
+            await peers.z(push.connect, endpoint)
+            await good_push_delivers(peers, push, pull, b"before")
+            async with pull.monitor() as events:
+                await peers.z(push.send_multipart, [b"x" * 600, b"y" * 600])
+                disconnected = await wait_event(events, triomq.Disconnected)
+                assert "maxmsgsize" in disconnected.reason
+                # libzmq reconnects (reconnect_ivl 100 ms). Messages it wrote to the old
+                # connection before noticing the close are lost (libzmq semantics), so
+                # wait for the new connection before sending more.
+                await wait_event(events, triomq.HandshakeSucceeded)
+            # new messages get through, the big one never
+            await good_push_delivers(peers, push, pull, b"after")
+            with pytest.raises(trio.WouldBlock):
+                pull.recv_multipart_nowait()
+
+
+@pytest.mark.parametrize(
+    "zmq_type", [zmq.PUB, zmq.PAIR, zmq.DEALER, zmq.PULL], ids=["PUB", "PAIR", "DEALER", "PULL"]
+)
+async def test_incompatible_libzmq_peer(peers: Any, triomq_binds: bool, zmq_type: int, wait_event: Any) -> None:
+    """A libzmq socket of an incompatible type gets no messages through to a triomq
+    PULL, which keeps working with a good libzmq PUSH."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with triomq.open_socket(triomq.PULL, linger=0) as pull:
+            bad = peers.zsocket(zmq_type)
+            async with pull.monitor() as events:
+                if triomq_binds:
+                    endpoint = await pull.bind(peers.endpoint())
+                    await peers.z(bad.connect, endpoint)
+                else:
+                    await pull.connect(await peers.z(peers.zbind, bad))
+                    endpoint = await pull.bind(peers.endpoint())
+                failed = await wait_event(events, triomq.HandshakeFailed)
+                assert failed.kind is triomq.FailureKind.PROTOCOL
+                assert "incompatible" in failed.reason
+
+            def send_bad() -> None:
+                if zmq_type == zmq.PULL:
+                    return
+                # queued in libzmq towards the refused peer if it has a pipe for it
+                # (EAGAIN when it has none): must never arrive
+                for i in range(3):
+                    try:
+                        bad.send_multipart([b"bad", b"%d" % i], zmq.NOBLOCK)
+                    except zmq.Again:
+                        pass
+
+            await peers.z(send_bad)
+            push = peers.zsocket(zmq.PUSH)
+            await peers.z(push.connect, endpoint)
+            await good_push_delivers(peers, push, pull, b"good", count=20)
+            assert pull.statistics().peers == 1
+            with pytest.raises(trio.WouldBlock):
+                pull.recv_multipart_nowait()
+
+
+async def test_second_pair_peer_is_refused(peers: Any, wait_event: Any) -> None:
+    """A bound triomq PAIR keeps its first libzmq peer; a second one gets nothing through."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with triomq.open_socket(triomq.PAIR, linger=0) as pair:
+            endpoint = await pair.bind(peers.endpoint())
+            first = peers.zsocket(zmq.PAIR)
+            await peers.z(first.connect, endpoint)
+            await peers.z(first.send, b"first")
+            assert await pair.recv() == b"first"
+            second = peers.zsocket(zmq.PAIR)
+            async with pair.monitor() as events:
+                await peers.z(second.connect, endpoint)
+                await wait_event(events, triomq.HandshakeFailed)
+
+            def try_send() -> None:
+                try:
+                    second.send(b"second", zmq.NOBLOCK)
+                except zmq.Again:
+                    pass
+
+            await peers.z(try_send)
+            for i in range(5):
+                await pair.send(b"to first %d" % i)
+                assert await peers.z(first.recv) == b"to first %d" % i
+                await peers.z(first.send, b"from first %d" % i)
+                assert await pair.recv() == b"from first %d" % i
+            with pytest.raises(trio.WouldBlock):
+                pair.recv_nowait()
+            assert await peers.z(peers.zpoll_recv, second, 0) is None
