@@ -162,9 +162,6 @@ class MessageDecoder:
             if offset == NO_OFFSET:
                 if completed and pos < n:  # another message starts here, unannounced
                     self._error()
-                    return out
-                if completed:
-                    return out
                 return out
             if not completed or pos != offset:
                 # The continuation does not end where the next message starts.

@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import struct
-from typing import ClassVar, Union
+from typing import ClassVar
 
 import attrs
 
@@ -227,7 +227,7 @@ class Spmr(_Common):
     type: ClassVar[PacketType] = PacketType.SPMR
 
 
-Packet = Union[Spm, Odata, Rdata, Nak, Ncf, Spmr]
+Packet = Spm | Odata | Rdata | Nak | Ncf | Spmr
 
 
 # --------------------------------------------------------------------------- encoding
@@ -249,7 +249,7 @@ def _nla_bytes(addr: str) -> bytes:
 
 
 def _nla_str(b: bytes) -> str:
-    return "%d.%d.%d.%d" % (b[0], b[1], b[2], b[3])
+    return f"{b[0]}.{b[1]}.{b[2]}.{b[3]}"
 
 
 def _check_range(name: str, value: int, maximum: int) -> None:
@@ -427,9 +427,8 @@ def decode_packet_untrusted(data: bytes | bytearray | memoryview) -> Packet:
     if n < HEADER_LEN:
         raise BadPacket("shorter than the PGM header")
     sport, dport, ptype, flags, csum, gsi, tsdu_len = _HDR.unpack_from(data)
-    if csum:
-        if checksum(b"".join((data[:6], b"\x00\x00", data[8:]))) != csum:
-            raise BadPacket("bad checksum")
+    if csum and checksum(b"".join((data[:6], b"\x00\x00", data[8:]))) != csum:
+        raise BadPacket("bad checksum")
     if ptype not in _KNOWN_TYPES:
         raise BadPacket(f"unknown packet type {ptype:#04x}")
     if ptype in _UNSUPPORTED_TYPES:
@@ -499,6 +498,4 @@ def _skip_options(data: bytes, pos: int, ptype: int, flags: int) -> int:
 
 
 _KNOWN_TYPES = frozenset(int(t) for t in PacketType)
-_UNSUPPORTED_TYPES = frozenset(
-    (PacketType.POLL, PacketType.POLR, PacketType.NNAK, PacketType.ACK)
-)
+_UNSUPPORTED_TYPES = frozenset((PacketType.POLL, PacketType.POLR, PacketType.NNAK, PacketType.ACK))

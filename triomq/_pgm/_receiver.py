@@ -30,13 +30,13 @@ import attrs
 
 from ._framing import MessageDecoder
 from ._packets import (
+    MAX_NAK_LIST,
     BadPacket,
     Nak,
     Ncf,
     Odata,
     Rdata,
     Spm,
-    MAX_NAK_LIST,
     _nla_bytes,
     decode_packet_untrusted,
     encode_packet,
@@ -229,8 +229,8 @@ class PgmReceiver:
         self.dport = dport
         self.group = group
         self._rng = rng
-        self.rxw_sqns = rxw_sqns if rxw_sqns is not None else window_sqns(
-            rate_kbps, recovery_ivl, max_tpdu
+        self.rxw_sqns = (
+            rxw_sqns if rxw_sqns is not None else window_sqns(rate_kbps, recovery_ivl, max_tpdu)
         )
         self.nak_bo_ivl = nak_bo_ivl
         self.nak_rpt_ivl = nak_rpt_ivl
@@ -317,10 +317,7 @@ class PgmReceiver:
         """When :meth:`on_timer` must run next (``inf`` when nothing is pending)."""
         deadline = math.inf
         for peer in self._peers.values():
-            deadline = min(deadline, peer.last_heard + self.peer_expiry)
-            top = self._timer_top(peer)
-            if top < deadline:
-                deadline = top
+            deadline = min(deadline, peer.last_heard + self.peer_expiry, self._timer_top(peer))
         return deadline
 
     def on_timer(self, now: float) -> ReceiverOutput:

@@ -261,9 +261,8 @@ class PgmSender:
             return out
         if isinstance(pkt, Nak):
             self._on_nak(pkt, now, out)
-        elif isinstance(pkt, Spmr):
-            if pkt.gsi == self.gsi and pkt.dport == self.sport:
-                out.append(self._spm(now))
+        elif isinstance(pkt, Spmr) and pkt.gsi == self.gsi and pkt.dport == self.sport:
+            out.append(self._spm(now))
         self._release(now, out)
         return out
 
@@ -297,7 +296,9 @@ class PgmSender:
 
     def _spm(self, now: float) -> bytes:
         w = self.window
-        pkt = Spm(self.sport, self.dport, self.gsi, self._spm_sqn, w.trail, w.lead, self.source_addr)
+        pkt = Spm(
+            self.sport, self.dport, self.gsi, self._spm_sqn, w.trail, w.lead, self.source_addr
+        )
         self._spm_sqn = (self._spm_sqn + 1) & SQN_MASK
         self._next_ambient = now + self._ambient_ivl
         self.stats.spm_packets += 1
@@ -405,7 +406,9 @@ class PgmSender:
                     apdu.first_ext = window.lead_ext + 1
                 frag = Fragment(apdu.first_ext & SQN_MASK, apdu.sent, len(data))
             ext = window.push(chunk, frag)
-            pkt2 = Odata(self.sport, self.dport, self.gsi, ext & SQN_MASK, window.trail, chunk, frag)
+            pkt2 = Odata(
+                self.sport, self.dport, self.gsi, ext & SQN_MASK, window.trail, chunk, frag
+            )
             out.append(self._encode(pkt2))
             stats.odata_packets += 1
             stats.odata_bytes += len(chunk)

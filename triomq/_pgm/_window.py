@@ -14,7 +14,6 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from typing import Union
 
 import attrs
 
@@ -198,7 +197,7 @@ class LostRange:
     count: int
 
 
-WindowEvent = Union[Delivered, LostRange]
+WindowEvent = Delivered | LostRange
 
 
 class ReceiveWindow:
