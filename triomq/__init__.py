@@ -30,6 +30,12 @@ from ._errors import (
     StateError as StateError,
     TriomqError as TriomqError,
 )
+from ._mechanisms._z85 import (
+    curve_keypair as curve_keypair,
+    curve_public as curve_public,
+    z85_decode as z85_decode,
+    z85_encode as z85_encode,
+)
 from ._options import SocketOptions as SocketOptions
 from ._proxy import ProxyControl as ProxyControl, proxy as proxy
 from ._rpc import (

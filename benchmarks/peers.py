@@ -1,0 +1,198 @@
+"""The processes a benchmark runs: one side of a PUSH/PULL, PUB/SUB or REQ/REP pair,
+for triomq or for pyzmq. Run as ``python benchmarks/peers.py ROLE LIB ...``;
+prints one JSON line with its measurement.
+
+Roles:
+  pull   ENDPOINT COUNT       bind PULL, receive COUNT messages, report the rate
+  push   ENDPOINT COUNT SIZE  connect PUSH, send COUNT messages of SIZE bytes
+  sub    ENDPOINT COUNT       connect SUB (all topics), receive COUNT messages
+  pub    ENDPOINT COUNT SIZE SUBS  bind PUB, wait for SUBS subscribers, publish
+  rep    ENDPOINT COUNT       bind REP, echo COUNT requests
+  req    ENDPOINT COUNT SIZE  connect REQ, time COUNT round trips
+
+With LIB "triomq-batch", push/pull use the batch calls (send_many/recv_many).
+Options after the positional ones: --curve (CURVE encryption on both sides).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+# fixed test keys (public, secret) so both processes agree without talking
+SERVER_KEYS = (b"JNvdT.Zr<Xq<}H[PuSc(7/!)7<w7)k@l3$BqbzHb", b"zufoLGfo5II=fa$co!jV68m/Z6BRVCxkr+pH!XRq")
+CLIENT_KEYS = (b"tm{9s[eB$&z32?knY#111QsW)cku}37z}WMB4z*j", b">t.t:lIjiW:CKP>o[&Q}GEa^NJ&$?-{)L}<]7SFJ")
+
+
+def report(**fields: object) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def zmq_options(sock, curve: bool, server: bool) -> None:  # type: ignore[no-untyped-def]
+    import zmq
+
+    sock.setsockopt(zmq.LINGER, -1)
+    sock.setsockopt(zmq.SNDHWM, 1000)
+    sock.setsockopt(zmq.RCVHWM, 1000)
+    if curve:
+        if server:
+            sock.curve_server = True
+            sock.curve_secretkey = SERVER_KEYS[1]
+            sock.curve_publickey = SERVER_KEYS[0]
+        else:
+            sock.curve_serverkey = SERVER_KEYS[0]
+            sock.curve_publickey = CLIENT_KEYS[0]
+            sock.curve_secretkey = CLIENT_KEYS[1]
+
+
+def run_zmq(role: str, endpoint: str, count: int, size: int, subs: int, curve: bool) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    kind = {"pull": zmq.PULL, "push": zmq.PUSH, "sub": zmq.SUB, "pub": zmq.PUB, "rep": zmq.REP, "req": zmq.REQ}[role]
+    sock = ctx.socket(kind)
+    zmq_options(sock, curve, server=role in ("pull", "pub", "rep"))
+    if role in ("pull", "pub", "rep"):
+        if role == "pub":
+            sock = _zmq_pub_socket(ctx, sock, curve)
+        sock.bind(endpoint)
+        report(ready=True, endpoint=sock.getsockopt_string(zmq.LAST_ENDPOINT))
+    else:
+        if role == "sub":
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(endpoint)
+    payload = b"x" * size
+    if role == "pull" or role == "sub":
+        sock.recv()
+        start = time.perf_counter()
+        for _ in range(count - 1):
+            sock.recv()
+        elapsed = time.perf_counter() - start
+        report(count=count - 1, seconds=elapsed)
+    elif role == "push":
+        for _ in range(count):
+            sock.send(payload)
+    elif role == "pub":
+        # XPUB: wait until every subscriber has subscribed, then publish
+        for _ in range(subs):
+            sock.recv()
+        for _ in range(count):
+            sock.send(payload)
+        # keep going until the subscribers are done (they may miss none: HWM is large)
+        report(done=True)
+        sys.stdin.readline()
+    elif role == "rep":
+        for _ in range(count):
+            sock.send(sock.recv())
+    elif role == "req":
+        for _ in range(100):  # warm up
+            sock.send(payload)
+            sock.recv()
+        times = []
+        for _ in range(count):
+            t = time.perf_counter()
+            sock.send(payload)
+            sock.recv()
+            times.append(time.perf_counter() - t)
+        report(count=count, seconds=sum(times), median=sorted(times)[len(times) // 2])
+    sock.close()
+    ctx.term()
+
+
+def _zmq_pub_socket(ctx, sock, curve):  # type: ignore[no-untyped-def]
+    import zmq
+
+    sock.close()
+    xpub = ctx.socket(zmq.XPUB)
+    zmq_options(xpub, curve, server=True)
+    xpub.setsockopt(zmq.SNDHWM, 0)
+    return xpub
+
+
+async def run_triomq(role: str, lib: str, endpoint: str, count: int, size: int, subs: int, curve: bool) -> None:
+    import trio
+
+    import triomq
+
+    batch = lib == "triomq-batch"
+    kind = {"pull": triomq.PULL, "push": triomq.PUSH, "sub": triomq.SUB, "pub": triomq.XPUB,
+            "rep": triomq.REP, "req": triomq.REQ}[role]
+    options: dict[str, object] = {}
+    if curve:
+        if role in ("pull", "pub", "rep"):
+            options.update(curve_server=True, curve_secretkey=SERVER_KEYS[1], curve_publickey=SERVER_KEYS[0])
+        else:
+            options.update(curve_serverkey=SERVER_KEYS[0], curve_publickey=CLIENT_KEYS[0],
+                           curve_secretkey=CLIENT_KEYS[1])
+    if role == "pub":
+        options["sndhwm"] = 0
+    if role == "sub":
+        options["subscribe"] = [b""]
+    payload = b"x" * size
+    async with triomq.open_socket(kind, **options) as sock:
+        if role in ("pull", "pub", "rep"):
+            report(ready=True, endpoint=await sock.bind(endpoint))
+        else:
+            await sock.connect(endpoint)
+        if role in ("pull", "sub"):
+            await sock.recv_multipart()
+            start = time.perf_counter()
+            left = count - 1
+            if batch:
+                while left:
+                    left -= len(await sock.recv_many(min(left, 1024)))
+            else:
+                for _ in range(left):
+                    await sock.recv_multipart()
+            report(count=count - 1, seconds=time.perf_counter() - start)
+        elif role == "push":
+            if batch:
+                msg = [payload]
+                left = count
+                while left:
+                    n = min(left, 256)
+                    await sock.send_many([msg] * n)
+                    left -= n
+            else:
+                for _ in range(count):
+                    await sock.send(payload)
+        elif role == "pub":
+            for _ in range(subs):
+                await sock.recv()
+            for _ in range(count):
+                await sock.send(payload)
+            report(done=True)
+            await trio.to_thread.run_sync(sys.stdin.readline)
+        elif role == "rep":
+            for _ in range(count):
+                await sock.send_multipart(await sock.recv_multipart())
+        elif role == "req":
+            for _ in range(100):
+                await sock.send(payload)
+                await sock.recv()
+            times = []
+            for _ in range(count):
+                t = time.perf_counter()
+                await sock.send(payload)
+                await sock.recv()
+                times.append(time.perf_counter() - t)
+            report(count=count, seconds=sum(times), median=sorted(times)[len(times) // 2])
+
+
+def main() -> None:
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    curve = "--curve" in sys.argv
+    role, lib, endpoint, count = args[0], args[1], args[2], int(args[3])
+    size = int(args[4]) if len(args) > 4 else 0
+    subs = int(args[5]) if len(args) > 5 else 1
+    if lib == "pyzmq":
+        run_zmq(role, endpoint, count, size, subs, curve)
+    else:
+        import trio
+
+        trio.run(run_triomq, role, lib, endpoint, count, size, subs, curve)
+
+
+if __name__ == "__main__":
+    main()
