@@ -151,9 +151,7 @@ async def run_triomq(role: str, lib: str, endpoint: str, count: int, size: int, 
                 msg = [payload]
                 left = count
                 while left:
-                    n = min(left, 256)
-                    await sock.send_many([msg] * n)
-                    left -= n
+                    left -= await sock.send_many([msg] * min(left, 256))
             else:
                 for _ in range(count):
                     await sock.send(payload)

@@ -517,3 +517,51 @@ async def test_monitor_reports_lifecycle() -> None:
                 assert gone.endpoint == ep
                 await pull.unbind(ep)
                 await wait_for_event(events, triomq.Closed)
+
+
+async def test_batch_calls_queue_whole_messages_and_respect_hwm() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL, rcvhwm=3) as pull:
+            await pull.bind("inproc://batch")
+            async with triomq.open_socket(triomq.PUSH, sndhwm=2) as push:
+                await push.connect("inproc://batch")
+                msgs = [[b"m%d" % i, b"part"] for i in range(8)]
+                with trio.testing.assert_checkpoints():
+                    assert await push.send_many(msgs) == 5  # capacity 2 + 3: the rest waits
+                with pytest.raises(trio.WouldBlock):
+                    push.send_many_nowait(msgs[5:])
+                with trio.move_on_after(0.02) as scope:
+                    await push.send_many(msgs[5:])  # waits; cancelled: nothing queued
+                assert scope.cancelled_caught
+                with trio.testing.assert_checkpoints():
+                    assert await pull.recv_many(2) == msgs[:2]
+                assert await push.send_many(msgs[5:]) == 2
+                got = await pull.recv_many()
+                assert got == msgs[2:7]
+                assert await push.send_many(msgs[7:]) == 1
+                assert pull.recv_many_nowait() == msgs[7:]
+                with pytest.raises(trio.WouldBlock):
+                    pull.recv_many_nowait()
+                with trio.CancelScope() as cancelled:
+                    cancelled.cancel()
+                    await pull.recv_many()
+                assert await push.send_many([]) == 0
+
+
+async def test_batch_receive_over_tcp_keeps_order(endpoint: str) -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL) as pull, triomq.open_socket(triomq.PUSH) as push:
+            await push.connect(await pull.bind(endpoint))
+            sent = [[b"%d" % i] * (i % 3 + 1) for i in range(3000)]
+
+            async def produce() -> None:
+                left = sent
+                while left:
+                    left = left[await push.send_many(left) :]
+
+            got: list[list[bytes]] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce)
+                while len(got) < len(sent):
+                    got += await pull.recv_many(500)
+            assert got == sent

@@ -288,3 +288,46 @@ def test_random_bytes_never_raise_unexpected_errors(data: bytes) -> None:
             pass
     except TriomqError:
         pass
+
+
+@settings(max_examples=200)
+@given(st.lists(frames_st, min_size=1, max_size=8), st.data())
+def test_bulk_message_decoding_matches_event_decoding(messages: list[list[bytes]], data) -> None:  # type: ignore[no-untyped-def]
+    """read_messages (the fast path) and next_event see the same messages, for any split."""
+    a, b = connected_pair()
+    wire = b"".join(a.encode_message(m) for m in messages)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=4)))
+    got: list[list[bytes]] = []
+    last = 0
+    for cut in [*cuts, len(wire)]:
+        b.receive_data(wire[last:cut]) if cut > last else None
+        last = max(last, cut)
+        while True:
+            b.read_messages(got, 3)
+            event = b.next_event()
+            if event is NEED_DATA:
+                break
+            assert isinstance(event, Message)
+            got.append(event.frames)
+    assert got == messages
+
+
+def test_bulk_decoding_gathers_a_large_frame_in_pieces() -> None:
+    a, b = connected_pair()
+    big = bytes(range(256)) * 4096  # 1 MiB
+    wire = a.encode_message([b"head", big])
+    got: list[list[bytes]] = []
+    for i in range(0, len(wire), 65536):
+        b.receive_data(wire[i : i + 65536])
+        b.read_messages(got, 10)
+    assert got == [[b"head", big]]
+
+
+def test_bulk_decoding_leaves_invalid_frames_to_next_event() -> None:
+    a, b = connected_pair()
+    b.receive_data(a.encode_message([b"ok"]) + b"\x02" + (1 << 63).to_bytes(8, "big"))
+    got: list[list[bytes]] = []
+    b.read_messages(got, 10)
+    assert got == [[b"ok"]]
+    with pytest.raises(RemoteProtocolError, match="top bit"):
+        b.next_event()

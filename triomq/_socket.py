@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, final
 
@@ -288,7 +288,53 @@ class Socket(trio.abc.AsyncResource):
 
     async def send(self, data: _Frame) -> None:
         """Send a single-frame message. See :meth:`send_multipart`."""
-        await self.send_multipart((data,))
+        await self.send_multipart([data] if type(data) is bytes else (data,))
+
+    def send_many_nowait(self, messages: Sequence[Iterable[_Frame]]) -> int:
+        """Queue as many of *messages* (each a list of frames) as fit now, in order.
+
+        Returns how many were queued (each one whole).
+
+        Raises:
+            trio.WouldBlock: not even the first one fits (nothing queued).
+        """
+        self._check_open()
+        send = self.pattern.send
+        count = 0
+        for frames in messages:
+            if not send(_to_message(frames)):
+                break
+            count += 1
+        self._sent += count
+        if not count and messages:
+            raise trio.WouldBlock
+        return count
+
+    async def send_many(self, messages: Sequence[Iterable[_Frame]]) -> int:
+        """Queue a batch: wait until the first message fits, then queue as many as fit.
+
+        Returns how many were queued, at least one (if *messages* is not empty);
+        send the rest with another call. One checkpoint for the whole batch. If
+        cancelled, nothing was queued by this call.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        if not messages:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return 0
+        try:
+            count = self.send_many_nowait(messages)
+        except trio.WouldBlock:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return count
+        while True:
+            await self._send_lot.park()
+            try:
+                return self.send_many_nowait(messages)
+            except trio.WouldBlock:
+                pass
 
     # ------------------------------------------------------------------ receiving
 
@@ -306,6 +352,39 @@ class Socket(trio.abc.AsyncResource):
             raise trio.WouldBlock
         self._received += 1
         return msg
+
+    def recv_many_nowait(self, max_messages: int = 1024) -> list[list[bytes]]:
+        """Up to *max_messages* messages that are here now, in order.
+
+        Raises:
+            trio.WouldBlock: there are none (nothing consumed).
+        """
+        self._check_open()
+        out = self.pattern.recv_batch(max_messages)
+        if not out:
+            raise trio.WouldBlock
+        self._received += len(out)
+        return out
+
+    async def recv_many(self, max_messages: int = 1024) -> list[list[bytes]]:
+        """Wait for at least one message, then take up to *max_messages* that are here.
+
+        One checkpoint for the whole batch. If cancelled, nothing was consumed.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            batch = self.recv_many_nowait(max_messages)
+        except trio.WouldBlock:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return batch
+        while True:
+            await self._recv_lot.park()
+            try:
+                return self.recv_many_nowait(max_messages)
+            except trio.WouldBlock:
+                pass
 
     def recv_nowait(self) -> bytes:
         """The next single-frame message now; see :meth:`recv`."""

@@ -58,6 +58,22 @@ class MessageQueue:
         if len(items) == 1:
             self.on_readable()
 
+    def room(self) -> int:
+        """How many more items fit (a large number when unlimited)."""
+        cap = self.capacity
+        return cap - len(self._items) if cap else 1 << 30
+
+    def put_many(self, items: list[Any]) -> None:
+        queue = self._items
+        was_empty = not queue
+        queue.extend(items)
+        if was_empty and queue:
+            self.on_readable()
+
+    def get_many(self, max_items: int) -> list[Any]:
+        """Up to *max_items* items from the front."""
+        return self.get_batch(max_items)
+
     def get(self) -> Any:
         items = self._items
         item = items.popleft()
@@ -187,6 +203,17 @@ class Pipe:
         """The engine queues a received message (after checking ``inq.writable()``)."""
         self.messages_in += 1
         self.inq.put(msg)
+
+    def deliver_many(self, msgs: list[Msg]) -> None:
+        """The engine queues received messages (no more than ``inq.room()``)."""
+        self.messages_in += len(msgs)
+        self.inq.put_many(msgs)
+
+    def read_many(self, max_messages: int) -> list[Msg]:
+        msgs: list[Msg] = self.inq.get_batch(max_messages)
+        if self.terminating and not self.inq:
+            self.on_drained(self)
+        return msgs
 
     def idle(self) -> bool:
         """Nothing waits to be written to the peer."""

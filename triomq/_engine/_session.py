@@ -266,9 +266,20 @@ class _Session:
         core = self.core
         next_event = conn.next_event
         current_time = trio.current_time
+        read_messages = conn.read_messages
         while True:
             # events first: frames that came in with the handshake are already buffered
             while True:
+                # fast path: whole data messages in bulk, as many as the queue takes
+                room = inq.room()
+                if room <= 0 and receives:
+                    while not inq.writable():
+                        await self._reader_lot.park()
+                    room = inq.room()
+                batch: list[list[bytes]] = []
+                read_messages(batch, room if receives else 1 << 30)
+                if batch and receives:
+                    pipe.deliver_many(batch)
                 event = next_event()
                 if type(event) is Message:
                     if receives:
@@ -311,6 +322,21 @@ class _Session:
                 core.pipe_flushed(pipe)
                 while not outq:
                     await self._writer_lot.park()
+            # Coalesce: while senders keep adding messages, yield and let them; one
+            # write then carries them all. Trio runs a round's tasks in random order,
+            # so the queue must stay still for two rounds before we stop waiting. A
+            # lone message (request/reply) costs two yields, never a timer.
+            queued = len(outq)
+            still = 0
+            # never let coalescing fill the queue: at its HWM a PUB drops, others block
+            most = min(WRITE_BATCH, outq.capacity // 2 or WRITE_BATCH)
+            while still < 2 and queued < most:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                if len(outq) == queued:
+                    still += 1
+                else:
+                    queued = len(outq)
+                    still = 0
             pipe.writing = True
             out: list[Buffer] = []
             budget = WRITE_BUDGET

@@ -37,6 +37,9 @@ class PipeLike(Protocol):
     def read(self) -> Msg:
         """Take the next message from the peer (call only when readable())."""
 
+    def read_many(self, max_messages: int) -> list[Msg]:
+        """Take up to *max_messages* waiting messages from the peer."""
+
     def send_subscription(self, topic: bytes, subscribe: bool) -> None:
         """Pass a subscription (or cancel) to the peer, bypassing the HWM."""
 
@@ -97,6 +100,17 @@ class Pattern(abc.ABC):
 
     def recv_message(self) -> Msg | None:
         raise StateError(f"{self.socket_type.name} sockets cannot receive")
+
+    def recv_batch(self, max_messages: int) -> list[Msg]:
+        """Up to *max_messages* messages for the application (possibly none)."""
+        out: list[Msg] = []
+        recv = self.recv
+        while len(out) < max_messages:
+            msg = recv()
+            if msg is None:
+                break
+            out.append(msg)
+        return out
 
     def unrecv(self, msg: Msg) -> None:
         """Put a message handed out by recv() back; the next recv() returns it."""

@@ -66,6 +66,24 @@ class FairQueue:
         if self._next >= len(self.pipes):
             self._next = 0
 
+    def recv_batch(self, out: list[Msg], max_messages: int) -> None:
+        """Append up to *max_messages* messages to *out*, one pipe at a time in turn.
+
+        With one pipe this takes them in bulk; with several it keeps the
+        message-by-message fairness of :meth:`recv`.
+        """
+        pipes = self.pipes
+        if len(pipes) == 1:
+            pipe = pipes[0]
+            if pipe.readable():
+                out.extend(pipe.read_many(max_messages))
+            return
+        while len(out) < max_messages:
+            got = self.recv()
+            if got is None:
+                return
+            out.append(got[1])
+
     def recv(self) -> tuple[PipeLike, Msg] | None:
         """The next message and the pipe it came from, or None."""
         pipes = self.pipes

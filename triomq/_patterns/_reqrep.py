@@ -37,6 +37,13 @@ class Dealer(Pattern):
     def send(self, msg: Msg) -> bool:
         return self._lb.send(msg, self.options.immediate) is not None
 
+    def recv_batch(self, max_messages: int) -> list[Msg]:
+        out: list[Msg] = []
+        if self._put_back:
+            out.append(self._put_back.pop())
+        self._fq.recv_batch(out, max_messages)
+        return out
+
     def recv_message(self) -> Msg | None:
         got = self._fq.recv()
         return None if got is None else got[1]
@@ -53,6 +60,10 @@ class Req(Dealer):
     """
 
     socket_type = SocketType.REQ
+
+    def recv_batch(self, max_messages: int) -> list[Msg]:
+        msg = self.recv()
+        return [] if msg is None else [msg]
 
     def __init__(self, options: SocketOptions) -> None:
         super().__init__(options)

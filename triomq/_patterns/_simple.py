@@ -45,6 +45,13 @@ class Pull(Pattern):
     def detach(self, pipe: PipeLike) -> None:
         self._fq.detach(pipe)
 
+    def recv_batch(self, max_messages: int) -> list[Msg]:
+        out: list[Msg] = []
+        if self._put_back:
+            out.append(self._put_back.pop())
+        self._fq.recv_batch(out, max_messages)
+        return out
+
     def recv_message(self) -> Msg | None:
         got = self._fq.recv()
         return None if got is None else got[1]

@@ -335,6 +335,24 @@ class ZMTPConnection:
             return self.maxmsgsize + 64
         return self.maxmsgsize
 
+    def read_messages(self, out: list[list[bytes]], limit: int) -> None:
+        """Decode up to *limit* whole data messages into *out*, without events.
+
+        A fast path for the I/O layer, equivalent to taking ``Message`` events
+        from :meth:`next_event`; it stops at anything else (commands, errors),
+        which ``next_event`` then reports. Does nothing on encrypted
+        connections or sockets that read subscriptions from messages.
+        """
+        if (
+            self.state is not ConnectionState.ACTIVE
+            or self._encrypts
+            or self._reads_subscriptions
+        ):
+            return
+        self._parts, self._msg_size = self._decoder.take_messages(
+            out, self._parts, limit, self.maxmsgsize, self._msg_size
+        )
+
     def _next_active_event(self) -> Event | NeedData:
         decoder = self._decoder
         parts = self._parts

@@ -54,46 +54,81 @@ def encode_message(frames: Sequence[Buffer]) -> bytes:
     return b"".join(out)
 
 
+#: a frame body at least this large is gathered in pieces, not by re-copying the buffer
+_BIG_FRAME = 64 * 1024
+
+
 class FrameDecoder:
     """Turns a byte stream into ``(flags, body)`` frames.
 
     Feed it bytes with :meth:`feed`; :meth:`next_frame` returns a frame or
-    ``None`` when more bytes are needed. A frame's announced size is checked
-    against *max_frame_size* before any of its body is buffered, so a peer
-    cannot make it buffer more than one frame's worth beyond that limit.
+    ``None`` when more bytes are needed; :meth:`take_messages` decodes whole
+    data messages in bulk. A frame's announced size is checked against
+    *max_frame_size* before any of its body is buffered, so a peer cannot make
+    it buffer more than one frame's worth beyond that limit.
+
+    The buffer is an immutable ``bytes`` with a read position: fed chunks are
+    used as they are when nothing is left over, frame bodies are sliced out
+    with one copy, and a large frame that arrives in pieces is gathered in a
+    list and joined once.
     """
 
-    __slots__ = ("_buf", "_pos", "max_frame_size")
+    __slots__ = ("_buf", "_pos", "_pieces", "_pieces_size", "_need", "max_frame_size")
 
     def __init__(self, max_frame_size: int | None = None) -> None:
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0
+        #: pieces of a large incomplete frame, and how many bytes make it whole
+        self._pieces: list[bytes] = []
+        self._pieces_size = 0
+        self._need = 0
         self.max_frame_size = max_frame_size
 
     def feed(self, data: Buffer) -> None:
         """Add bytes received from the peer."""
-        if self._pos and self._pos == len(self._buf):
-            self._buf = bytearray(data)
-            self._pos = 0
+        data = bytes(data) if type(data) is not bytes else data
+        if self._pieces:
+            self._pieces.append(data)
+            self._pieces_size += len(data)
+            if self._pieces_size >= self._need:
+                self._buf = b"".join(self._pieces)
+                self._pieces = []
+                self._pos = 0
+            return
+        pos = self._pos
+        buf = self._buf
+        if pos == len(buf):
+            self._buf = data
         else:
-            self._buf += data
+            self._buf = buf[pos:] + data if pos else buf + data
+        self._pos = 0
+
+    def _wait_for(self, end: int) -> None:
+        """The frame ending at *end* is incomplete: gather big ones in pieces."""
+        if end - self._pos >= _BIG_FRAME:
+            rest = self._buf[self._pos :]
+            self._pieces = [rest]
+            self._pieces_size = len(rest)
+            self._need = end - self._pos
+            self._buf = b""
+            self._pos = 0
 
     @property
     def buffered(self) -> int:
         """How many received bytes are not yet decoded."""
-        return len(self._buf) - self._pos
+        return len(self._buf) - self._pos + self._pieces_size * bool(self._pieces)
 
     def take(self, n: int) -> bytes | None:
         """Take exactly *n* raw bytes (used for the greeting), or None if fewer are buffered."""
         if len(self._buf) - self._pos < n:
             return None
-        data = bytes(self._buf[self._pos : self._pos + n])
+        data = self._buf[self._pos : self._pos + n]
         self._pos += n
         return data
 
     def peek(self) -> bytes:
         """All buffered, undecoded bytes, without consuming them."""
-        return bytes(self._buf[self._pos :])
+        return self._buf[self._pos :]
 
     def next_frame(self) -> tuple[int, bytes] | None:
         """The next whole frame, or None if it has not fully arrived.
@@ -101,6 +136,8 @@ class FrameDecoder:
         Raises:
             RemoteProtocolError: invalid flags, or a frame above the size limit.
         """
+        if self._pieces:
+            return None
         buf = self._buf
         pos = self._pos
         avail = len(buf) - pos
@@ -124,14 +161,63 @@ class FrameDecoder:
             raise RemoteProtocolError(f"frame of {size} bytes exceeds maxmsgsize {limit}")
         end = start + size
         if len(buf) < end:
+            self._wait_for(end)
             return None
-        body = bytes(buf[start:end])
-        if end == len(buf):
-            buf.clear()
-            self._pos = 0
-        elif end > 65536 and end * 2 > len(buf):
-            del buf[:end]
-            self._pos = 0
-        else:
-            self._pos = end
-        return flags & (MORE | COMMAND), body
+        self._pos = end
+        return flags & (MORE | COMMAND), buf[start:end]
+
+    def take_messages(
+        self, out: list[list[bytes]], parts: list[bytes], limit: int, max_size: int | None, size: int
+    ) -> tuple[list[bytes], int]:
+        """Decode whole data messages into *out*, at most *limit* of them.
+
+        *parts* and *size* carry a multipart message (and its byte count) that
+        is not complete yet across calls; the updated pair is returned. Stops
+        at the first frame it does not handle (a command, anything invalid or
+        over *max_size*), leaving it for :meth:`next_frame`.
+        """
+        if self._pieces:
+            return parts, size
+        buf = self._buf
+        pos = self._pos
+        end = len(buf)
+        count = 0
+        while count < limit:
+            if end - pos < 2:
+                break
+            flags = buf[pos]
+            if flags & 0xFC:  # COMMAND, or invalid bits: the slow path's business
+                break
+            if flags & LONG:
+                if end - pos < 9:
+                    break
+                fsize = int.from_bytes(buf[pos + 1 : pos + 9], "big")
+                if fsize >> 63:
+                    break
+                start = pos + 9
+            else:
+                fsize = buf[pos + 1]
+                start = pos + 2
+            if max_size is not None and size + fsize > max_size:
+                break
+            stop = start + fsize
+            if stop > end:
+                self._pos = pos
+                self._wait_for(stop)
+                return parts, size
+            body = buf[start:stop]
+            pos = stop
+            if flags & MORE:
+                parts.append(body)
+                size += fsize
+                continue
+            if parts:
+                parts.append(body)
+                out.append(parts)
+                parts = []
+            else:
+                out.append([body])
+            size = 0
+            count += 1
+        self._pos = pos
+        return parts, size
