@@ -565,3 +565,17 @@ async def test_batch_receive_over_tcp_keeps_order(endpoint: str) -> None:
                 while len(got) < len(sent):
                     got += await pull.recv_many(500)
             assert got == sent
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ipc"])
+async def test_large_batches_with_empty_frames_go_out_whole(transport: str) -> None:
+    """Vectored writes (large batches) carry empty frames and multi-megabyte ones."""
+    endpoint = "tcp://127.0.0.1:0" if transport == "tcp" else fixed_endpoint("ipc", "vectored")
+    msgs = [[b""] * 50, [b"x" * 2_000_000, b"tail", b""], [b"", b"y" * 70_000], [b"end"]]
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL) as pull, triomq.open_socket(triomq.PUSH) as push:
+            await push.connect(await pull.bind(endpoint))
+            await push.wait_peers()
+            for msg in msgs:
+                await push.send_multipart(msg)
+            assert [await pull.recv_multipart() for _ in msgs] == msgs

@@ -88,3 +88,16 @@ class MessagesDropped(MonitorEvent):
     """Messages were dropped at a high-water mark (PUB, ROUTER) since the last report."""
 
     count: int
+
+
+@attrs.frozen
+class MulticastLoss(MonitorEvent):
+    """An ``epgm://`` receiver lost data for good: it fell out of the sender's
+    window (``recovery_ivl``) or its repairs failed. At least one message is gone;
+    the stream resumes at the next whole message."""
+
+    #: the sender's transport session id (``gsi.sport``, hex GSI)
+    source: str
+    #: the first lost PGM sequence number, and how many were lost
+    first_sqn: int
+    packets: int

@@ -6,7 +6,8 @@ high-water mark. Queues hold whole messages, so a message is queued all at once
 or not at all. Waking is done through callbacks set by whoever waits: the
 socket's parking lots on one side, the engine's (or, for inproc, the peer
 socket's) on the other. Callbacks fire on transitions only (empty to non-empty,
-full to not full), so a busy pipe costs no wake-ups.
+and down to the low-water mark of half the capacity), so a busy pipe costs few
+wake-ups: a writer that waited for room is woken once there is room for many.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class MessageQueue:
         self.capacity = capacity
         #: called when the queue goes from empty to non-empty
         self.on_readable: Callable[[], None] = _noop
-        #: called when the queue goes from full to having room
+        #: called when the queue drains to half its capacity (its low-water mark,
+        #: as libzmq's pipes): a writer that waited for room then gets a lot of it
         self.on_writable: Callable[[], None] = _noop
 
     def __len__(self) -> int:
@@ -77,7 +79,8 @@ class MessageQueue:
     def get(self) -> Any:
         items = self._items
         item = items.popleft()
-        if len(items) + 1 == self.capacity:
+        cap = self.capacity
+        if cap and len(items) == cap >> 1:
             self.on_writable()
         return item
 
@@ -92,7 +95,7 @@ class MessageQueue:
             popleft = items.popleft
             batch = [popleft() for _ in range(max_items)]
         cap = self.capacity
-        if cap and before >= cap > len(items):
+        if cap and before > cap >> 1 >= len(items):
             self.on_writable()
         return batch
 
@@ -110,7 +113,7 @@ class MessageQueue:
             before = len(self._items)
             self._items = deque(kept)
             cap = self.capacity
-            if cap and before >= cap > len(kept):
+            if cap and before > cap >> 1 >= len(kept):
                 self.on_writable()
         return removed
 

@@ -34,12 +34,32 @@ from ._pipe import Pipe, SubscriptionCommand
 logger = logging.getLogger("triomq")
 
 RECEIVE_SIZE = 256 * 1024
+MAX_RECEIVE_SIZE = 4 * 1024 * 1024
 #: a writer sends at most this many bytes per write call (more when one message is larger)
 WRITE_BUDGET = 256 * 1024
 #: and at most this many messages
 WRITE_BATCH = 1024
 
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+#: batches at least this large go out with sendmsg() straight from the frames
+ZERO_COPY_SIZE = 64 * 1024
+_IOV_MAX = 1024
+
+
+async def _sendmsg_all(sock: trio.socket.SocketType, buffers: list[Buffer]) -> None:
+    """Write every buffer with vectored sends, however the kernel splits them."""
+    views = [memoryview(b) for b in buffers if len(b)]  # (empty frames have empty bodies)
+    i = 0
+    while i < len(views):
+        sent = await sock.sendmsg(views[i : i + _IOV_MAX])
+        while sent:
+            n = views[i].nbytes
+            if sent >= n:
+                sent -= n
+                i += 1
+            else:
+                views[i] = views[i][sent:]
+                sent = 0
 
 
 @attrs.frozen
@@ -267,6 +287,7 @@ class _Session:
         next_event = conn.next_event
         current_time = trio.current_time
         read_messages = conn.read_messages
+        wanted = conn.bytes_wanted
         while True:
             # events first: frames that came in with the handshake are already buffered
             while True:
@@ -306,7 +327,8 @@ class _Session:
                     raise _SessionEnded(f"peer sent ERROR: {event.reason}")
                 elif isinstance(event, ConnectionClosed):
                     raise _SessionEnded("peer closed the connection")
-            data = await stream.receive_some(RECEIVE_SIZE)
+            # a large frame being gathered is read in one go where the kernel allows
+            data = await stream.receive_some(max(RECEIVE_SIZE, min(wanted(), MAX_RECEIVE_SIZE)))
             self._last_received = current_time()
             conn.receive_data(data)
 
@@ -317,6 +339,9 @@ class _Session:
         outq = pipe.outq
         core = self.core
         encode_into = conn.encode_messages_into
+        current_statistics = trio.lowlevel.current_statistics
+        # plain sockets get vectored writes for large messages (no join, no copy)
+        sock = stream.socket if type(stream) is trio.SocketStream else None
         while True:
             if not outq:
                 core.pipe_flushed(pipe)
@@ -330,7 +355,7 @@ class _Session:
             still = 0
             # never let coalescing fill the queue: at its HWM a PUB drops, others block
             most = min(WRITE_BATCH, outq.capacity // 2 or WRITE_BATCH)
-            while still < 2 and queued < most:
+            while still < 2 and queued < most and current_statistics().tasks_runnable:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 if len(outq) == queued:
                     still += 1
@@ -360,7 +385,10 @@ class _Session:
                 messages += len(batch)
                 encode_into(out, batch)
             try:
-                await stream.send_all(b"".join(out) if len(out) > 1 else out[0])
+                if sock is not None and len(out) > 2 and WRITE_BUDGET - budget >= ZERO_COPY_SIZE:
+                    await _sendmsg_all(sock, out)
+                else:
+                    await stream.send_all(b"".join(out) if len(out) > 1 else out[0])
             except BaseException:
                 # whatever was taken off the queue and not fully written is lost
                 pipe.lost += messages

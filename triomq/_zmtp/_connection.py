@@ -335,6 +335,11 @@ class ZMTPConnection:
             return self.maxmsgsize + 64
         return self.maxmsgsize
 
+    def bytes_wanted(self) -> int:
+        """Bytes still missing from a large frame that is arriving (0 if none):
+        a hint for how much the I/O layer could usefully read at once."""
+        return self._decoder.wanted
+
     def read_messages(self, out: list[list[bytes]], limit: int) -> None:
         """Decode up to *limit* whole data messages into *out*, without events.
 

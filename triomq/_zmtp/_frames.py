@@ -73,7 +73,9 @@ class FrameDecoder:
     list and joined once.
     """
 
-    __slots__ = ("_buf", "_pos", "_pieces", "_pieces_size", "_need", "max_frame_size")
+    __slots__ = (
+        "_buf", "_pos", "_pieces", "_pieces_size", "_need", "_flags", "_ready", "max_frame_size",
+    )
 
     def __init__(self, max_frame_size: int | None = None) -> None:
         self._buf = b""
@@ -82,18 +84,31 @@ class FrameDecoder:
         self._pieces: list[bytes] = []
         self._pieces_size = 0
         self._need = 0
+        self._flags = 0
+        #: a large frame gathered from pieces, waiting to be taken
+        self._ready: tuple[int, bytes] | None = None
         self.max_frame_size = max_frame_size
 
     def feed(self, data: Buffer) -> None:
         """Add bytes received from the peer."""
         data = bytes(data) if type(data) is not bytes else data
         if self._pieces:
-            self._pieces.append(data)
+            pieces = self._pieces
+            pieces.append(data)
             self._pieces_size += len(data)
-            if self._pieces_size >= self._need:
-                self._buf = b"".join(self._pieces)
-                self._pieces = []
+            extra = self._pieces_size - self._need
+            if extra >= 0:
+                # the body is complete: join it once, keep what follows as the buffer
+                last = pieces[-1]
+                if extra:
+                    pieces[-1] = last[: len(last) - extra]
+                    self._buf = last[len(last) - extra :]
+                else:
+                    self._buf = b""
                 self._pos = 0
+                self._ready = (self._flags, b"".join(pieces))
+                self._pieces = []
+                self._pieces_size = 0
             return
         pos = self._pos
         buf = self._buf
@@ -103,20 +118,28 @@ class FrameDecoder:
             self._buf = buf[pos:] + data if pos else buf + data
         self._pos = 0
 
-    def _wait_for(self, end: int) -> None:
-        """The frame ending at *end* is incomplete: gather big ones in pieces."""
-        if end - self._pos >= _BIG_FRAME:
-            rest = self._buf[self._pos :]
+    def _wait_for(self, flags: int, start: int, end: int) -> None:
+        """The frame whose body is ``buf[start:end]`` is incomplete: gather big ones
+        in pieces (its header is consumed; its body is joined once, when whole)."""
+        if end - start >= _BIG_FRAME:
+            rest = self._buf[start:]
             self._pieces = [rest]
             self._pieces_size = len(rest)
-            self._need = end - self._pos
+            self._need = end - start
+            self._flags = flags & (MORE | COMMAND)
             self._buf = b""
             self._pos = 0
 
     @property
+    def wanted(self) -> int:
+        """Bytes still missing from a large frame being gathered (0 if none)."""
+        return self._need - self._pieces_size if self._pieces else 0
+
+    @property
     def buffered(self) -> int:
         """How many received bytes are not yet decoded."""
-        return len(self._buf) - self._pos + self._pieces_size * bool(self._pieces)
+        ready = len(self._ready[1]) if self._ready is not None else 0
+        return len(self._buf) - self._pos + self._pieces_size + ready
 
     def take(self, n: int) -> bytes | None:
         """Take exactly *n* raw bytes (used for the greeting), or None if fewer are buffered."""
@@ -136,6 +159,9 @@ class FrameDecoder:
         Raises:
             RemoteProtocolError: invalid flags, or a frame above the size limit.
         """
+        if self._ready is not None:
+            frame, self._ready = self._ready, None
+            return frame
         if self._pieces:
             return None
         buf = self._buf
@@ -161,7 +187,7 @@ class FrameDecoder:
             raise RemoteProtocolError(f"frame of {size} bytes exceeds maxmsgsize {limit}")
         end = start + size
         if len(buf) < end:
-            self._wait_for(end)
+            self._wait_for(flags, start, end)
             return None
         self._pos = end
         return flags & (MORE | COMMAND), buf[start:end]
@@ -176,6 +202,21 @@ class FrameDecoder:
         at the first frame it does not handle (a command, anything invalid or
         over *max_size*), leaving it for :meth:`next_frame`.
         """
+        ready = self._ready
+        if ready is not None and limit > 0:
+            if ready[0] & COMMAND:
+                return parts, size
+            self._ready = None
+            body = ready[1]
+            size += len(body)
+            if ready[0] & MORE:
+                parts.append(body)
+            else:
+                parts.append(body)
+                out.append(parts)
+                parts = []
+                size = 0
+                limit -= 1
         if self._pieces:
             return parts, size
         buf = self._buf
@@ -203,7 +244,7 @@ class FrameDecoder:
             stop = start + fsize
             if stop > end:
                 self._pos = pos
-                self._wait_for(stop)
+                self._wait_for(flags, start, stop)
                 return parts, size
             body = buf[start:stop]
             pos = stop
