@@ -17,7 +17,9 @@ from ._engine._monitor import (
     Listening as Listening,
     MessagesDropped as MessagesDropped,
     MonitorEvent as MonitorEvent,
+    SwapCorrupted as SwapCorrupted,
 )
+from ._engine._monitor import MulticastLoss as MulticastLoss
 from ._errors import (
     AuthenticationError as AuthenticationError,
     EndpointError as EndpointError,

@@ -29,8 +29,10 @@ from ._engine._inproc import (
     connect_inproc,
     unbind_inproc,
 )
-from ._engine._monitor import BindFailed, Listening, MonitorEvent
+from ._engine._monitor import BindFailed, Listening, MonitorEvent, SwapCorrupted
+from ._engine._pgm_engine import multicast_role, run_multicast
 from ._engine._pipe import MessageQueue, Pipe
+from ._engine._swap import Spool, SwapBudget
 from ._mechanisms._null import NullMechanism
 from ._options import SocketOptions
 from ._patterns import make_pattern
@@ -65,8 +67,10 @@ class SocketStatistics:
     received: int
     #: messages the pattern dropped (HWM on PUB/ROUTER, unroutable)
     dropped: int
-    #: messages lost when connections broke
+    #: messages lost when connections broke (or with a corrupted swap file)
     lost: int
+    #: messages spilled to the disk swap and not yet sent
+    spooled: int = 0
 
 
 @attrs.define(eq=False)
@@ -117,6 +121,7 @@ class Socket(trio.abc.AsyncResource):
         self._sent = 0
         self._received = 0
         self._lost_detached = 0
+        self._swap_budget: SwapBudget | None = None
 
     def __repr__(self) -> str:
         return f"<triomq.Socket {self.socket_type.name} pipes={len(self._pipes)}>"
@@ -232,10 +237,35 @@ class Socket(trio.abc.AsyncResource):
         self.drop_pipe(conn.pipe)
 
     async def _bind_multicast(self, ep: Endpoint) -> str:
-        raise EndpointError("epgm:// is not available in this build")
+        # PUB/XPUB: a multicast sender; SUB/XSUB: a receiver (as with connect).
+        name = str(ep)
+        try:
+            multicast_role(self.socket_type)
+            if name in self._binds:
+                raise EndpointError(f"already bound to {name}")
+            pipe = self.new_pipe(name, persistent=False)
+            scope = await self._nursery.start(run_multicast, self, ep, pipe)
+        except EndpointError as exc:
+            self.emit(BindFailed(name, str(exc)))
+            raise
+        self._binds[name] = _Bind(name, scope)
+        self.emit(Listening(name))
+        return name
 
     async def _connect_multicast(self, ep: Endpoint) -> None:
-        raise EndpointError("epgm:// is not available in this build")
+        name = str(ep)
+        multicast_role(self.socket_type)
+        if name in self._connects:
+            raise EndpointError(f"already connected to {name}")
+        pipe = self.new_pipe(name, persistent=True)
+        if not self._attach(pipe):  # pragma: no cover - PUB/SUB patterns take any pipe
+            raise StateError(f"a {self.socket_type.name} socket refused {name}")
+        try:
+            scope = await self._nursery.start(run_multicast, self, ep, pipe)
+        except BaseException:
+            self.drop_pipe(pipe)
+            raise
+        self._connects[name] = _Connect(name, pipe, scope)
 
     # ------------------------------------------------------------------ sending
 
@@ -525,12 +555,14 @@ class Socket(trio.abc.AsyncResource):
             socket_type=self.socket_type,
             peers=self._peer_count(),
             pipes=len(pipes),
-            queued_out=sum(len(p.outq) for p in pipes),
+            queued_out=sum(len(p.outq) + (len(p.spool) if p.spool is not None else 0) for p in pipes),
             queued_in=sum(len(p.inq) for p in pipes),
             sent=self._sent,
             received=self._received,
             dropped=self.pattern.dropped,
-            lost=self._lost_detached + sum(p.lost for p in pipes),
+            lost=self._lost_detached
+            + sum(p.lost + (p.spool.lost if p.spool is not None else 0) for p in pipes),
+            spooled=sum(len(p.spool) for p in pipes if p.spool is not None),
         )
 
     # ------------------------------------------------------------------ closing
@@ -554,6 +586,8 @@ class Socket(trio.abc.AsyncResource):
         finally:
             self._closed = True
             for pipe in self._pipes:
+                if pipe.spool is not None:
+                    pipe.lost += len(pipe.spool)
                 if not isinstance(pipe.link, InprocLink):
                     pipe.lost += pipe.outq.clear()
             for name in [b.endpoint for b in self._binds.values() if b.scope is None]:
@@ -584,44 +618,36 @@ class Socket(trio.abc.AsyncResource):
         )
 
     def _make_mechanism(self) -> Mechanism:
-        options = self.options
-        authenticate = options.authenticator is not None
-        if options.curve_server or options.curve_serverkey is not None:
-            from ._mechanisms._curve import CurveMechanism
-            from ._mechanisms._z85 import curve_public, normalize_key
+        """A fresh security mechanism for one connection, from the options.
 
-            if options.curve_secretkey is None:
-                raise StateError("CURVE needs curve_secretkey")
-            secret = normalize_key(options.curve_secretkey)
-            public = (
-                normalize_key(options.curve_publickey)
-                if options.curve_publickey is not None
-                else curve_public(secret)
-            )
-            return CurveMechanism(
-                as_server=options.curve_server,
-                authenticate=authenticate,
-                public_key=public,
-                secret_key=secret,
-                server_key=None if options.curve_server else normalize_key(options.curve_serverkey),  # type: ignore[arg-type]
-            )
-        if options.plain_server or options.plain_username is not None:
-            from ._mechanisms._plain import PlainMechanism
+        Raises:
+            ValueError, TypeError: the security options are inconsistent or a key
+                is malformed (see ``triomq._mechanisms._select``).
+        """
+        from ._mechanisms._select import make_mechanism
 
-            return PlainMechanism(
-                as_server=options.plain_server,
-                authenticate=authenticate,
-                username=options.plain_username or b"",
-                password=options.plain_password or b"",
-            )
-        return NullMechanism(as_server=authenticate, authenticate=authenticate)
+        return make_mechanism(self.options)
 
     async def authenticate(
         self, credentials: Credentials, *, address: str, routing_id: bytes
     ) -> tuple[bool, bytes, str]:
+        """Ask the ``authenticator`` option about one handshake: (allowed, user id, reason).
+
+        The authenticator gets an :class:`AuthRequest` and answers: anything falsy
+        denies (``triomq.auth.Deny(reason)`` says why), ``True`` allows, and a
+        ``str`` (or bytes) allows and becomes the peer's user id. It may be async
+        or not. If it raises, the peer is denied and the error logged. Without an
+        authenticator a server denies every client, as libzmq 4.3 does for PLAIN
+        (a CURVE server without one does not ask).
+        """
+        import inspect
+
+        from ._auth import Deny
+
         authenticator = self.options.authenticator
         if authenticator is None:
-            return False, b"", "no authenticator"
+            mechanism = credentials.mechanism
+            return False, b"", f"no authenticator: this {mechanism} server refuses every client"
         request = AuthRequest(
             mechanism=credentials.mechanism,
             address=address,
@@ -632,24 +658,53 @@ class Socket(trio.abc.AsyncResource):
             public_key=credentials.public_key,
         )
         try:
-            answer: Any = await authenticator(request)
+            answer: Any = authenticator(request)
+            if inspect.isawaitable(answer):
+                answer = await answer
         except Exception as exc:  # a broken authenticator denies, and says why
-            logger.exception("authenticator raised; denying %s", address)
-            return False, b"", f"authenticator error: {exc}"
+            logger.exception("authenticator raised; denying %s", address or "peer")
+            return False, b"", f"authenticator error: {type(exc).__name__}: {exc}"
+        if isinstance(answer, Deny):
+            return False, b"", answer.reason or "denied"
         if not answer:
             return False, b"", "denied"
-        user_id = answer.encode() if isinstance(answer, str) else b""
-        return True, user_id, ""
+        if isinstance(answer, str):
+            return True, answer.encode("utf-8"), ""
+        if isinstance(answer, (bytes, bytearray)):
+            return True, bytes(answer), ""
+        return True, b"", ""
 
     def new_pipe(self, endpoint: str, *, persistent: bool) -> Pipe:
         options = self.options
         pipe = Pipe(
             MessageQueue(options.sndhwm), MessageQueue(options.rcvhwm), endpoint, persistent=persistent
         )
-        pipe.outq.on_writable = self.wake_senders
-        pipe.inq.on_readable = self.wake_receivers
         pipe.on_drained = self._pipe_drained
+        if options.swap:
+            if self._swap_budget is None:
+                self._swap_budget = SwapBudget.create(options.swap, options.swap_dir)
+            spool = Spool(pipe, self._swap_budget, self.wake_senders)
+            spool.on_corruption = lambda reason, lost: self.emit(
+                SwapCorrupted(pipe.endpoint, reason, lost)
+            )
+            pipe.spool = spool
+            self._nursery.start_soon(spool.run)
+        self.adopt_queues(pipe)
         return pipe
+
+    def adopt_queues(self, pipe: Pipe) -> None:
+        """Wire *pipe*'s queues (possibly shared with an inproc peer) to this socket's wake-ups."""
+        spool = pipe.spool
+        if spool is None:
+            pipe.outq.on_writable = self.wake_senders
+        else:
+
+            def outq_writable() -> None:
+                spool.wake()
+                self.wake_senders()
+
+            pipe.outq.on_writable = outq_writable
+        pipe.inq.on_readable = self.wake_receivers
 
     def _attach(self, pipe: Pipe) -> bool:
         if not self.pattern.attach(pipe):
@@ -700,6 +755,9 @@ class Socket(trio.abc.AsyncResource):
 
     def drop_pipe(self, pipe: Pipe) -> None:
         """Detach *pipe* for good."""
+        if pipe.spool is not None:
+            pipe.lost += len(pipe.spool)
+            pipe.spool.scope.cancel()
         if pipe in self._pipes:
             self._pipes.discard(pipe)
             self.pattern.detach(pipe)
@@ -770,6 +828,7 @@ async def open_socket(socket_type: SocketType, **options: Any) -> AsyncIterator[
     if not isinstance(socket_type, SocketType):
         raise TypeError(f"socket_type must be a triomq.SocketType, not {socket_type!r}")
     opts = SocketOptions(**options)
+    sock: Socket | None = None
     try:
         async with trio.open_nursery() as nursery:
             # the socket's tasks live in a nursery of their own, so closing the
@@ -791,4 +850,8 @@ async def open_socket(socket_type: SocketType, **options: Any) -> AsyncIterator[
         finally:
             exc.__context__ = context
             del exc, group
+    finally:
+        # the socket's tasks are gone, and with them the spool files
+        if sock is not None and sock._swap_budget is not None:
+            sock._swap_budget.remove()
 

@@ -35,6 +35,8 @@ class InprocCore(SocketCore, Protocol):
 
     def drop_pipe(self, pipe: Pipe) -> None: ...
 
+    def adopt_queues(self, pipe: Pipe) -> None: ...
+
 
 @attrs.define(eq=False)
 class _Pending:
@@ -119,8 +121,7 @@ def _join(conn_core: InprocCore, conn_pipe: Pipe, bind_core: InprocCore, name: s
     c_opts, b_opts = conn_core.options, bind_core.options
     conn_pipe.outq.capacity = _combined(c_opts.sndhwm, b_opts.rcvhwm)
     conn_pipe.inq.capacity = _combined(b_opts.sndhwm, c_opts.rcvhwm)
-    bind_pipe.inq.on_readable = bind_core.wake_receivers
-    bind_pipe.outq.on_writable = bind_core.wake_senders
+    bind_core.adopt_queues(bind_pipe)
 
     refusal: str | None = None
     if not bind_core.socket_type.compatible_with(conn_core.socket_type):
@@ -157,8 +158,9 @@ def _join(conn_core: InprocCore, conn_pipe: Pipe, bind_core: InprocCore, name: s
     # messages queued before the bind are there to read now
     if bind_pipe.inq:
         bind_core.wake_receivers()
-    conn_core.wake_senders()
-    bind_core.wake_senders()
+    # the queues just grew (capacity is now sndhwm + rcvhwm): whoever waited for room has it
+    conn_pipe.outq.on_writable()
+    bind_pipe.outq.on_writable()
 
 
 def close_inproc_pipe(pipe: Pipe) -> None:

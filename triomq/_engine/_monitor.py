@@ -101,3 +101,11 @@ class MulticastLoss(MonitorEvent):
     #: the first lost PGM sequence number, and how many were lost
     first_sqn: int
     packets: int
+
+
+@attrs.frozen
+class SwapCorrupted(MonitorEvent):
+    """A disk swap file failed its checks; the messages it still held are lost."""
+
+    reason: str
+    lost: int

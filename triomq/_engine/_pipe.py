@@ -166,6 +166,8 @@ class Pipe:
     lost: int = 0
     #: a writer is between taking messages off outq and finishing writing them
     writing: bool = False
+    #: the disk swap behind outq (a ``_swap.Spool``), when the ``swap`` option is set
+    spool: Any = None
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "terminating" if self.terminating else "pending"
@@ -174,11 +176,22 @@ class Pipe:
     # --- PipeLike, as the patterns use it
 
     def writable(self) -> bool:
-        return not self.terminating and self.outq.writable()
+        if self.terminating:
+            return False
+        spool = self.spool
+        if spool is None:
+            return self.outq.writable()
+        if spool:  # once anything is spooled, new messages queue behind it
+            return bool(spool.has_room())
+        return self.outq.writable() or bool(spool.has_room())
 
     def write(self, msg: Msg) -> None:
         self.messages_out += 1
-        self.outq.put(msg)
+        spool = self.spool
+        if spool is not None and (spool or not self.outq.writable()):
+            spool.append(msg)
+        else:
+            self.outq.put(msg)
 
     def unwrite(self, msg: Msg) -> bool:
         if self.outq.remove_if(lambda item: item is msg):
@@ -220,4 +233,4 @@ class Pipe:
 
     def idle(self) -> bool:
         """Nothing waits to be written to the peer."""
-        return not self.outq and not self.writing
+        return not self.outq and not self.writing and not self.spool

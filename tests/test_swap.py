@@ -1,0 +1,195 @@
+"""The disk swap: overflow spills to checksummed spool files instead of blocking or dropping."""
+
+from __future__ import annotations
+
+import glob
+import os
+import resource
+
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+import triomq
+from triomq._swap import CorruptRecord, decode_records_untrusted, encode_record
+
+from .helpers import wait_for_event, wait_subscribed
+
+# ------------------------------------------------------------------ record format
+
+
+@given(st.lists(st.lists(st.binary(max_size=300), min_size=1, max_size=5), max_size=20))
+def test_records_round_trip(messages: list[list[bytes]]) -> None:
+    data = b"".join(encode_record(m) for m in messages)
+    assert decode_records_untrusted(data, final=True) == (messages, len(data))
+    # an incomplete tail is left for the next read, unless the file ends there
+    if data:
+        got, used = decode_records_untrusted(data[:-1], final=False)
+        assert got == messages[:-1] and used == len(data) - len(encode_record(messages[-1]))
+        with pytest.raises(CorruptRecord, match="torn"):
+            decode_records_untrusted(data[:-1], final=True)
+
+
+@given(st.data())
+def test_any_corruption_is_detected(data: st.DataObject) -> None:
+    messages = [[b"alpha", b"beta"], [b"gamma" * 20], [b""]]
+    raw = bytearray(b"".join(encode_record(m) for m in messages))
+    i = data.draw(st.integers(0, len(raw) - 1))
+    raw[i] ^= data.draw(st.integers(1, 255))
+    try:
+        got, _ = decode_records_untrusted(bytes(raw), final=True)
+    except CorruptRecord as exc:
+        got = exc.messages  # type: ignore[attr-defined]
+    # whatever comes out is a prefix of what went in: never a corrupted message
+    assert got == messages[: len(got)]
+    assert len(got) < len(messages)
+
+
+# ------------------------------------------------------------------ sockets
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+async def test_pub_with_swap_delivers_everything_to_a_slow_subscriber(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    n, payload = 200_000, b"x" * 1000  # 200 MB in all: far more than memory should hold
+    with trio.fail_after(120):
+        async with triomq.open_socket(
+            triomq.PUB, sndhwm=100, swap=400 * 2**20, swap_dir=str(tmp_path)
+        ) as pub:
+            ep = await pub.bind("tcp://127.0.0.1:0")
+            async with triomq.open_socket(triomq.SUB, subscribe=[b""], rcvhwm=100) as sub:
+                await sub.connect(ep)
+                await wait_subscribed(pub, sub)
+                start_rss = rss_mb()
+                peak_spooled = peak_rss = 0.0
+                received = 0
+
+                async def slow_reader() -> None:
+                    nonlocal received
+                    while received < n:
+                        for msg in await sub.recv_many(100):
+                            assert msg == [b"%d:" % received + payload]
+                            received += 1
+                        await trio.sleep(0)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(slow_reader)
+                    for i in range(n):
+                        pub.send_nowait(b"%d:" % i + payload)  # never WouldBlock, never drops
+                        if i % 500 == 0:
+                            await trio.sleep(0)
+                            peak_spooled = max(peak_spooled, pub.statistics().spooled)
+                            peak_rss = max(peak_rss, rss_mb())
+                    while received < n:
+                        peak_rss = max(peak_rss, rss_mb())
+                        await trio.sleep(0.05)
+                stats = pub.statistics()
+                assert stats.dropped == 0 and received == n
+                assert peak_spooled > 50_000  # most of it went through the disk...
+                assert stats.spooled == 0  # ...and came back
+                assert peak_rss - start_rss < 100  # while memory stayed bounded (MB)
+                assert not glob.glob(str(tmp_path / "*" / "*" / "*.spool"))  # space given back
+    assert os.listdir(tmp_path) == []  # spool files and directories gone after close
+
+
+async def test_pub_without_swap_drops_and_counts() -> None:
+    with trio.fail_after(30):
+        async with triomq.open_socket(triomq.PUB, sndhwm=100) as pub:
+            await pub.bind("inproc://noswap")
+            async with triomq.open_socket(triomq.SUB, subscribe=[b""], rcvhwm=100) as sub:
+                await sub.connect("inproc://noswap")
+                await wait_subscribed(pub, sub)
+                for i in range(1000):
+                    pub.send_nowait(b"%d" % i)
+                assert pub.statistics().dropped == 800  # capacity 100 + 100, the rest dropped
+
+
+async def test_push_with_swap_does_not_block_until_the_budget_is_spent(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    budget = 64 * 1024
+    with trio.fail_after(30):
+        async with triomq.open_socket(
+            triomq.PUSH, sndhwm=10, swap=budget, swap_dir=str(tmp_path), linger=0
+        ) as push:
+            await push.connect("inproc://swap-push")  # nobody there yet
+            sent = 0
+            while True:
+                try:
+                    push.send_nowait(b"%06d" % sent + b"y" * 1000)
+                except trio.WouldBlock:
+                    break
+                sent += 1
+                if sent % 20 == 0:
+                    await trio.sleep(0)  # let the spool write to disk
+            assert 10 + budget // 1100 <= sent <= 10 + budget // 1000 + 2  # hwm, then the budget
+            async with triomq.open_socket(triomq.PULL) as pull:
+                await pull.bind("inproc://swap-push")
+                for i in range(sent):
+                    assert (await pull.recv())[:6] == b"%06d" % i
+                await push.send(b"room again")
+                assert await pull.recv() == b"room again"
+
+
+@pytest.mark.parametrize(
+    "sender,receiver",
+    [
+        (triomq.DEALER, triomq.DEALER),
+        (triomq.PAIR, triomq.PAIR),
+        (triomq.ROUTER, triomq.DEALER),
+    ],
+)
+async def test_swap_works_for_blocking_and_routing_types(sender, receiver, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(30):
+        async with triomq.open_socket(receiver, routing_id=b"peer", rcvhwm=5) as rx:
+            ep = await rx.bind("tcp://127.0.0.1:0")
+            async with triomq.open_socket(sender, sndhwm=5, swap=10 * 2**20, swap_dir=str(tmp_path)) as tx:
+                await tx.connect(ep)
+                await tx.wait_peers()
+                prefix = [b"peer"] if sender is triomq.ROUTER else []
+                for i in range(3000):
+                    tx.send_multipart_nowait([*prefix, b"%d" % i, b"z" * 500])
+                assert tx.statistics().dropped == 0
+                for i in range(3000):
+                    assert (await rx.recv_multipart())[0] == b"%d" % i
+
+
+async def test_corrupted_spool_record_is_detected_and_never_delivered(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(30):
+        async with triomq.open_socket(
+            triomq.PUSH, sndhwm=1, swap=10 * 2**20, swap_dir=str(tmp_path), linger=0
+        ) as push:
+            async with push.monitor() as events:
+                await push.connect("inproc://corrupt")
+                for i in range(2000):
+                    push.send_nowait(b"%d" % i + b"." * 500)
+                # wait until the spool has written its files
+                while not glob.glob(str(tmp_path / "*" / "*" / "*.spool")):
+                    await trio.sleep(0.01)
+                while push.pattern._lb.pipes[0].spool._pending:  # type: ignore[attr-defined]
+                    await trio.sleep(0.01)
+                (path,) = glob.glob(str(tmp_path / "*" / "*" / "*.spool"))
+                with open(path, "r+b") as f:  # flip a byte in the middle of the file
+                    f.seek(os.path.getsize(path) // 2)
+                    byte = f.read(1)
+                    f.seek(-1, os.SEEK_CUR)
+                    f.write(bytes([byte[0] ^ 0xFF]))
+                async with triomq.open_socket(triomq.PULL) as pull:
+                    await pull.bind("inproc://corrupt")
+                    event = await wait_for_event(events, triomq.SwapCorrupted)
+                    assert event.lost > 0
+                    got = []
+                    while True:
+                        try:
+                            got += pull.recv_many_nowait()
+                        except trio.WouldBlock:
+                            if not push.statistics().queued_out:
+                                break
+                            await trio.sleep(0.01)
+                    numbers = [int(m[0].split(b".")[0]) for m in got]
+                    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+                    assert all(m[0] == b"%d" % k + b"." * 500 for m, k in zip(got, numbers))
+                    assert len(got) + event.lost == 2000
+                    assert push.statistics().lost == event.lost

@@ -1,0 +1,295 @@
+"""The disk swap: when a pipe is at its HWM, further messages spill to spool files.
+
+Order is kept across the three places a pipe's outgoing messages can be::
+
+    pipe.outq (memory, bounded by sndhwm)  <  read back  <  on disk  <  pending (to write)
+
+The application's ``send`` only encodes the message into ``pending`` (memory,
+a few hundred KiB at most); a task of the pipe writes pending records to
+append-only segment files and reads them back into the pipe as the peer
+catches up, both in a worker thread, in batches, so the Trio loop never waits
+for the disk. When the disk holds nothing, pending records go straight back to
+the pipe without touching it. A segment file is deleted once read, so disk
+space is given back as messages are delivered; every file is removed when the
+pipe goes away.
+
+The byte budget (the ``swap`` option) is shared by a socket's pipes; when it
+is spent, ``writable()`` says no and the socket type's normal HWM behaviour
+applies (PUB drops, the others wait).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from .._swap import RECORD_HEADER, CorruptRecord, decode_records_untrusted, encode_record
+from ._pipe import Pipe
+
+logger = logging.getLogger("triomq")
+
+#: pending records are written out once they add up to this much
+FLUSH_SIZE = 256 * 1024
+#: senders wait (PUB drops) while this much is pending and a write is under way
+PENDING_LIMIT = 8 * 1024 * 1024
+#: a segment file is closed once it is this large
+SEGMENT_SIZE = 4 * 1024 * 1024
+READ_CHUNK = 1024 * 1024
+
+
+@attrs.define(eq=False)
+class SwapBudget:
+    """The bytes a socket may keep spooled (in memory awaiting write, and on disk)."""
+
+    limit: int
+    used: int = 0
+    directory: str = ""
+    _owned: bool = False
+
+    @classmethod
+    def create(cls, limit: int, parent: str | None) -> SwapBudget:
+        directory = tempfile.mkdtemp(prefix="triomq-swap-", dir=parent)
+        return cls(limit, directory=directory, owned=True)
+
+    def remove(self) -> None:
+        if self._owned:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@attrs.define(eq=False)
+class _Segment:
+    path: str
+    size: int = 0
+    offset: int = 0
+    records: int = 0
+    records_read: int = 0
+    closed: bool = False
+
+
+@attrs.define(eq=False)
+class SpoolStatistics:
+    #: messages spooled and not yet back in the pipe
+    spooled: int
+    #: bytes of them on disk
+    on_disk: int
+    #: messages that went through the disk
+    swapped: int
+    #: records found corrupted (those and the rest of their file were dropped)
+    corrupted: int
+
+
+class Spool:
+    """One pipe's overflow. Create with :func:`attach_spool`."""
+
+    def __init__(self, pipe: Pipe, budget: SwapBudget, wake_senders: Callable[[], None]) -> None:
+        self.pipe = pipe
+        self.budget = budget
+        self.wake_senders = wake_senders
+        self.directory = tempfile.mkdtemp(prefix="pipe-", dir=budget.directory)
+        self._pending: list[tuple[bytes, list[bytes]]] = []
+        self._pending_bytes = 0
+        self._readback: deque[list[bytes]] = deque()
+        self._readback_bytes: deque[int] = deque()
+        self._segments: deque[_Segment] = deque()
+        self._next_segment = 0
+        self._count = 0
+        self._lot = trio.lowlevel.ParkingLot()
+        self.scope = trio.CancelScope()
+        self.swapped = 0
+        self.corrupted = 0
+        #: messages lost with a corrupted segment
+        self.lost = 0
+        self.on_corruption: Callable[[str, int], None] = lambda reason, lost: None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    def has_room(self) -> bool:
+        budget = self.budget
+        return budget.used < budget.limit and self._pending_bytes < PENDING_LIMIT
+
+    def append(self, msg: list[bytes]) -> None:
+        """Spool a message (call only when :meth:`has_room`)."""
+        record = encode_record(msg)
+        self._pending.append((record, msg))
+        self._pending_bytes += len(record)
+        self.budget.used += len(record)
+        self._count += 1
+        self._lot.unpark_all()
+
+    def wake(self) -> None:
+        self._lot.unpark_all()
+
+    def statistics(self) -> SpoolStatistics:
+        on_disk = sum(s.size - s.offset for s in self._segments)
+        return SpoolStatistics(self._count, on_disk, self.swapped, self.corrupted)
+
+    # ------------------------------------------------------------------ the task
+
+    async def run(self) -> None:
+        """Move messages between memory, disk and the pipe until cancelled."""
+        with self.scope:
+            try:
+                while True:
+                    if not await self._step():
+                        await self._lot.park()
+            finally:
+                self._remove_files()
+
+    async def _step(self) -> bool:
+        """Do what needs doing now; False if there was nothing."""
+        outq = self.pipe.outq
+        did = False
+        if self._count and outq.room() > 0:
+            did = True
+            if self._readback:
+                self._refill_from_readback()
+            elif self._segments and self._unread_segment():
+                await self._read_from_disk()
+            elif self._pending:
+                self._refill_from_pending()  # the disk is empty: skip it
+            else:
+                did = False
+        if self._pending and (self._pending_bytes >= FLUSH_SIZE or outq.room() <= 0):
+            await self._flush()
+            did = True
+        return did
+
+    def _release(self, nbytes: int, messages: int) -> None:
+        self.budget.used -= nbytes
+        self._count -= messages
+        self.wake_senders()
+
+    def _refill_from_readback(self) -> None:
+        outq = self.pipe.outq
+        room = outq.room()
+        moved = []
+        freed = 0
+        while self._readback and len(moved) < room:
+            moved.append(self._readback.popleft())
+            freed += self._readback_bytes.popleft()
+        outq.put_many(moved)
+        self._release(freed, len(moved))
+
+    def _refill_from_pending(self) -> None:
+        outq = self.pipe.outq
+        room = outq.room()
+        take = self._pending[:room]
+        del self._pending[:room]
+        freed = sum(len(record) for record, _ in take)
+        self._pending_bytes -= freed
+        outq.put_many([msg for _, msg in take])
+        self._release(freed, len(take))
+
+    def _unread_segment(self) -> _Segment | None:
+        """The oldest segment with unread records; read ones are deleted (space back)."""
+        while self._segments:
+            seg = self._segments[0]
+            if seg.offset < seg.size:
+                return seg
+            self._segments.popleft()
+            _unlink(seg.path)
+        return None
+
+    async def _flush(self) -> None:
+        batch = self._pending
+        self._pending = []
+        self._pending_bytes = 0
+        data = b"".join(record for record, _ in batch)
+        seg = self._segments[-1] if self._segments and not self._segments[-1].closed else None
+        if seg is None:
+            seg = _Segment(os.path.join(self.directory, f"{self._next_segment:08d}.spool"))
+            self._next_segment += 1
+            self._segments.append(seg)
+        await trio.to_thread.run_sync(_append, seg.path, data, abandon_on_cancel=False)
+        seg.size += len(data)
+        seg.records += len(batch)
+        self.swapped += len(batch)
+        if seg.size >= SEGMENT_SIZE:
+            seg.closed = True
+        self.wake_senders()
+
+    async def _read_from_disk(self) -> None:
+        seg = self._unread_segment()
+        assert seg is not None
+        want = min(seg.size - seg.offset, READ_CHUNK)
+        data = await trio.to_thread.run_sync(_read, seg.path, seg.offset, want, abandon_on_cancel=False)
+        final = seg.offset + len(data) >= seg.size
+        try:
+            messages, used = decode_records_untrusted(data, final=final)
+            if not messages and not final:
+                # one record larger than a chunk: read exactly it
+                length = int.from_bytes(data[2:6], "big")
+                data = await trio.to_thread.run_sync(
+                    _read, seg.path, seg.offset, RECORD_HEADER + length, abandon_on_cancel=False
+                )
+                messages, used = decode_records_untrusted(data, final=True)
+        except CorruptRecord as exc:
+            messages, used = exc.messages, exc.consumed  # type: ignore[attr-defined]
+            self._take(seg, messages, data[:used])
+            self._corrupt(seg, str(exc))
+            return
+        self._take(seg, messages, data[:used])
+
+    def _take(self, seg: _Segment, messages: list[list[bytes]], used: bytes) -> None:
+        seg.offset += len(used)
+        seg.records_read += len(messages)
+        # the bytes each message held, so the budget is released as it leaves
+        pos = 0
+        for msg in messages:
+            length = int.from_bytes(used[pos + 2 : pos + 6], "big")
+            self._readback.append(msg)
+            self._readback_bytes.append(RECORD_HEADER + length)
+            pos += RECORD_HEADER + length
+        if seg.offset >= seg.size:
+            self._segments.popleft()
+            _unlink(seg.path)
+
+    def _corrupt(self, seg: _Segment, reason: str) -> None:
+        """Drop what is left of a segment that failed its checks, and report it."""
+        lost = seg.records - seg.records_read
+        self.corrupted += 1
+        self.lost += lost
+        self.budget.used -= seg.size - seg.offset
+        self._count -= lost
+        logger.error("swap file %s is corrupted (%s): %d message(s) lost", seg.path, reason, lost)
+        self.on_corruption(reason, lost)
+        self._segments.remove(seg)
+        _unlink(seg.path)
+        self.wake_senders()
+
+    def _remove_files(self) -> None:
+        self.budget.used -= self._pending_bytes + sum(s.size - s.offset for s in self._segments)
+        self.budget.used -= sum(self._readback_bytes)
+        self._pending.clear()
+        self._readback.clear()
+        self._segments.clear()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _append(path: str, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def _read(path: str, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
