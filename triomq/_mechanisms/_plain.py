@@ -9,6 +9,13 @@ Client                        Server
 The server asks the authenticator after HELLO (``authenticate=True``). Like a
 libzmq 4.3 PLAIN server without a ZAP handler, a server with
 ``authenticate=False`` lets no client in.
+
+libzmq's PLAIN (every version to date) spells the ERROR command's name with a C
+hex escape that eats the "E" (``"\x05ERROR"`` is 0x5E "RROR"), and its PLAIN
+client recognises only that spelling: a well-formed ERROR makes it report a
+protocol error instead of the ZAP status. ``libzmq_error=True`` sends libzmq's
+spelling, so a refused libzmq client reports HANDSHAKE_FAILED_AUTH with the
+status code; triomq reads both spellings.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ class PlainMechanism(Mechanism):
         as_server: play the server role (checks credentials).
         authenticate: (server) ask the authenticator; without one, every client is refused.
         username, password: (client) the credentials to send, at most 255 bytes each.
+        libzmq_error: (server) refuse with ERROR spelled as libzmq's PLAIN client
+            expects it (see the module docstring).
     """
 
     name = b"PLAIN"
@@ -60,8 +69,10 @@ class PlainMechanism(Mechanism):
         authenticate: bool,
         username: bytes = b"",
         password: bytes = b"",
+        libzmq_error: bool = False,
     ) -> None:
         super().__init__(as_server=as_server, authenticate=authenticate and as_server)
+        self._libzmq_error = libzmq_error
         username = bytes(username)
         password = bytes(password)
         if len(username) > 255:
@@ -146,7 +157,10 @@ class PlainMechanism(Mechanism):
         if not allowed:
             self._state = _State.FAILED
             # libzmq sends the ZAP status code ("400") as the reason
-            return [encode_error(reason or "400")]
+            error = encode_error(reason or "400")
+            if self._libzmq_error:
+                error = b"\x5eRROR" + error[6:]
+            return [error]
         self.user_id = bytes(user_id)
         self._state = _State.WAIT_INITIATE
         self.status = MechanismStatus.HANDSHAKING

@@ -1,9 +1,19 @@
-"""Stream transports: tcp://, ipc:// and tls:// (TLS over TCP)."""
+"""Stream transports: tcp://, ipc:// and tls:// (TLS over TCP).
+
+tls:// is ZMTP inside TLS on a TCP connection: the ``ssl_context`` option is an
+``ssl.SSLContext`` on both sides (a server context with its certificate chain to
+bind; a client context trusting the server's CA to connect, checking the host
+name against ``tls_hostname`` or the endpoint's host). The streams returned here
+have not done the TLS handshake yet: the session does it first, under
+``handshake_ivl``, and reports a refusal (see :func:`tls_failure`) as a failed
+handshake, so a bad certificate never reaches the socket.
+"""
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import socket as stdlib_socket
 import ssl
 from typing import Any
@@ -72,21 +82,59 @@ async def open_stream(
     host = endpoint.host
     if host == "*":
         raise EndpointError("cannot connect to a wildcard address")
+    if endpoint.scheme == "tls":
+        check_ssl_context(ssl_context, server_side=False)
     stream: trio.abc.Stream = await trio.open_tcp_stream(host, endpoint.port)
     if endpoint.scheme == "tls":
-        if ssl_context is None:
-            await stream.aclose()
-            raise EndpointError("tls:// needs the ssl_context option")
-        tls = trio.SSLStream(
+        assert ssl_context is not None
+        # The TLS handshake is left to the session, which runs it under the
+        # handshake timeout and reports its failure as a failed handshake.
+        return trio.SSLStream(
             stream, ssl_context, server_hostname=tls_hostname or host, https_compatible=False
         )
-        try:
-            await tls.do_handshake()
-        except BaseException:
-            await trio.aclose_forcefully(tls)
-            raise
-        return tls
     return stream
+
+
+def check_ssl_context(ssl_context: object, *, server_side: bool) -> None:
+    """Raise EndpointError unless *ssl_context* can serve a tls:// bind (or connect)."""
+    if ssl_context is None:
+        raise EndpointError("tls:// needs the ssl_context option (an ssl.SSLContext)")
+    if not isinstance(ssl_context, ssl.SSLContext):
+        kind = type(ssl_context).__name__
+        raise EndpointError(f"ssl_context must be an ssl.SSLContext, not {kind}")
+    if server_side and ssl_context.protocol is ssl.PROTOCOL_TLS_CLIENT:
+        raise EndpointError(
+            "binding tls:// needs a server ssl_context, e.g. "
+            "ssl.create_default_context(ssl.Purpose.CLIENT_AUTH) with load_cert_chain()"
+        )
+    if not server_side and ssl_context.protocol is ssl.PROTOCOL_TLS_SERVER:
+        raise EndpointError(
+            "connecting to tls:// needs a client ssl_context, e.g. "
+            "ssl.create_default_context(cafile=...)"
+        )
+
+
+_SSL_LOCATION = re.compile(r"\s*\(_ssl\.c:\d+\)$")
+
+
+def tls_failure(exc: BaseException) -> tuple[str, bool] | None:
+    """What went wrong in the TLS layer, if *exc* (from a tls:// stream) comes from it.
+
+    Returns ``(reason, refused)``: *refused* is True when the TLS layer refused
+    the connection (a certificate that does not verify: unknown CA, wrong host
+    name, missing client certificate; an alert from a peer that refused ours;
+    bytes that are not TLS), False when the peer just closed the connection
+    mid-TLS (which is what a peer refusing our certificate may look like).
+    None if *exc* has nothing to do with TLS.
+    """
+    cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
+    if not isinstance(cause, ssl.SSLError):
+        return None
+    if isinstance(cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return "the peer closed the TLS connection abruptly", False
+    if isinstance(cause, ssl.SSLCertVerificationError) and cause.verify_message:
+        return f"certificate verify failed: {cause.verify_message}", True
+    return _SSL_LOCATION.sub("", str(cause.strerror or cause.reason or cause)), True
 
 
 async def listen(
@@ -101,6 +149,8 @@ async def listen(
     Raises:
         EndpointError: the address cannot be bound (in use, no such interface).
     """
+    if endpoint.scheme == "tls":
+        check_ssl_context(ssl_context, server_side=True)
     try:
         if endpoint.scheme == "ipc":
             return await _listen_ipc(endpoint, backlog)
@@ -123,10 +173,8 @@ async def _listen_tcp(
     bound_host = endpoint.host if endpoint.host != "*" else sockname[0]
     resolved = attrs.evolve(endpoint, host=bound_host, port=sockname[1])
     if endpoint.scheme == "tls":
-        if ssl_context is None:
-            for each in listeners:
-                await each.aclose()
-            raise EndpointError("tls:// needs the ssl_context option")
+        assert ssl_context is not None  # checked by listen()
+        # accept() returns at once; the TLS handshake runs in the session
         wrapped: list[trio.abc.Listener[trio.abc.Stream]] = [
             trio.SSLListener(each, ssl_context, https_compatible=False) for each in listeners
         ]
