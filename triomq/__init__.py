@@ -3,7 +3,8 @@
 This module only re-exports; the implementation lives in private modules.
 """
 
-from ._auth import AuthRequest as AuthRequest
+from . import auth as auth
+from ._auth import AuthRequest as AuthRequest, Deny as Deny
 from ._engine._monitor import (
     Accepted as Accepted,
     BindFailed as BindFailed,
@@ -46,7 +47,12 @@ from ._rpc import (
     open_rpc_client as open_rpc_client,
     serve as serve,
 )
-from ._socket import Socket as Socket, SocketStatistics as SocketStatistics, open_socket as open_socket
+from ._socket import (
+    PeerInfo as PeerInfo,
+    Socket as Socket,
+    SocketStatistics as SocketStatistics,
+    open_socket as open_socket,
+)
 from ._socket_type import SocketType as SocketType
 
 PAIR = SocketType.PAIR

@@ -33,13 +33,13 @@ from ._engine._monitor import BindFailed, Listening, MonitorEvent, SwapCorrupted
 from ._engine._pgm_engine import multicast_role, run_multicast
 from ._engine._pipe import MessageQueue, Pipe
 from ._engine._swap import Spool, SwapBudget
-from ._mechanisms._null import NullMechanism
+from ._mechanisms._select import check_security_options
 from ._options import SocketOptions
 from ._patterns import make_pattern
 from ._patterns._base import Msg
 from ._patterns._pubsub import Sub, XPub
 from ._socket_type import SocketType
-from ._transports._stream import listen
+from ._transports._stream import check_ssl_context, listen
 from ._zmtp._connection import ZMTPConnection
 from ._zmtp._events import HandshakeComplete
 from ._zmtp._mechanism import Credentials, Mechanism
@@ -73,10 +73,33 @@ class SocketStatistics:
     spooled: int = 0
 
 
+@attrs.frozen
+class PeerInfo:
+    """Who sent a message: what the peer's handshake established."""
+
+    #: the endpoint the connection belongs to (bound or connected)
+    endpoint: str
+    #: the peer's address ("" for ipc and inproc)
+    address: str
+    #: the peer's socket type name ("PUSH", ...)
+    socket_type: str
+    routing_id: bytes
+    #: what the authenticator answered for this peer ("" if none)
+    user_id: str
+    #: the peer's metadata properties (Socket-Type, Identity, X-...)
+    metadata: dict[str, bytes] = attrs.field(eq=False)
+
+
+@attrs.define(eq=False, slots=True)
+class _LastRead:
+    pipe: Pipe | None = None
+
+
 @attrs.define(eq=False)
 class _Bind:
     endpoint: str
     scope: trio.CancelScope | None
+    closed: trio.Event = attrs.field(factory=trio.Event)
 
 
 @attrs.define(eq=False)
@@ -100,6 +123,7 @@ class Socket(trio.abc.AsyncResource):
     """
 
     def __init__(self, socket_type: SocketType, options: SocketOptions, nursery: trio.Nursery) -> None:
+        check_security_options(options)  # bad keys fail here, not in a connection task
         self.socket_type = socket_type
         self.options = options
         self._nursery = nursery
@@ -122,6 +146,7 @@ class Socket(trio.abc.AsyncResource):
         self._received = 0
         self._lost_detached = 0
         self._swap_budget: SwapBudget | None = None
+        self._last_read = _LastRead()
 
     def __repr__(self) -> str:
         return f"<triomq.Socket {self.socket_type.name} pipes={len(self._pipes)}>"
@@ -158,8 +183,9 @@ class Socket(trio.abc.AsyncResource):
             self.emit(BindFailed(endpoint, str(exc)))
             raise
         resolved = str(bound.endpoint)
-        scope = await self._nursery.start(run_acceptor, self, bound)
-        self._binds[resolved] = _Bind(resolved, scope)
+        closed = trio.Event()
+        scope = await self._nursery.start(run_acceptor, self, bound, closed)
+        self._binds[resolved] = _Bind(resolved, scope, closed)
         if endpoint != resolved:
             self._binds.setdefault(endpoint, self._binds[resolved])
         self.emit(Listening(resolved))
@@ -167,7 +193,8 @@ class Socket(trio.abc.AsyncResource):
 
     async def unbind(self, endpoint: str) -> None:
         """Stop listening on *endpoint* (as given to or returned by :meth:`bind`), and
-        close the connections accepted through it. A checkpoint.
+        close the connections accepted through it. A checkpoint; when it returns,
+        the address can be bound again.
 
         Raises:
             EndpointError: the socket is not bound to *endpoint*.
@@ -185,6 +212,7 @@ class Socket(trio.abc.AsyncResource):
                 self.pipe_disconnected(pipe)
         else:
             bind.scope.cancel()
+            await bind.closed.wait()  # the address is free when unbind returns
 
     async def connect(self, endpoint: str) -> None:
         """Connect to *endpoint* in the background, and reconnect whenever the connection drops.
@@ -205,6 +233,8 @@ class Socket(trio.abc.AsyncResource):
         name = str(ep)
         if name in self._connects:
             raise EndpointError(f"already connected to {name}")
+        if ep.scheme == "tls":
+            check_ssl_context(self.options.ssl_context, server_side=False)
         if ep.scheme in ("tcp", "tls") and ep.host == "*":
             raise EndpointError(f"cannot connect to a wildcard address: {endpoint}")
         pipe = self.new_pipe(name, persistent=True)
@@ -383,6 +413,40 @@ class Socket(trio.abc.AsyncResource):
         self._received += 1
         return msg
 
+    async def recv_multipart_with_peer(self) -> tuple[list[bytes], PeerInfo | None]:
+        """The next message and who sent it (its peer's handshake: address, user id
+        from the authenticator, metadata). ``None`` for messages no peer sent
+        directly (an XPUB's subscription reports). A checkpoint; if cancelled,
+        nothing was consumed.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        got = self._recv_with_peer_nowait()
+        if got is not None:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return got
+        while True:
+            await self._recv_lot.park()
+            self._check_open()
+            got = self._recv_with_peer_nowait()
+            if got is not None:
+                return got
+
+    def _recv_with_peer_nowait(self) -> tuple[list[bytes], PeerInfo | None] | None:
+        # the pattern reads from a pipe synchronously: the pipe it used is known
+        # before any other task can receive
+        self._last_read.pipe = None
+        msg = self.pattern.recv()
+        if msg is None:
+            return None
+        self._received += 1
+        pipe = self._last_read.pipe
+        return msg, (pipe.peer if pipe is not None else None)
+
+    def peers(self) -> list[PeerInfo]:
+        """The peers connected now."""
+        return [p.peer for p in self._pipes if p.connected and p.peer is not None]
+
     def recv_many_nowait(self, max_messages: int = 1024) -> list[list[bytes]]:
         """Up to *max_messages* messages that are here now, in order.
 
@@ -520,9 +584,9 @@ class Socket(trio.abc.AsyncResource):
         send, receive = trio.open_memory_channel[MonitorEvent](buffer)
         self._monitors.append(send)
         try:
-            async with receive:
-                yield receive
+            yield receive
         finally:
+            # a task still iterating over the events sees their end, not an error
             if send in self._monitors:
                 self._monitors.remove(send)
             send.close()
@@ -680,6 +744,7 @@ class Socket(trio.abc.AsyncResource):
             MessageQueue(options.sndhwm), MessageQueue(options.rcvhwm), endpoint, persistent=persistent
         )
         pipe.on_drained = self._pipe_drained
+        pipe.last_read = self._last_read
         if options.swap:
             if self._swap_budget is None:
                 self._swap_budget = SwapBudget.create(options.swap, options.swap_dir)
@@ -726,6 +791,14 @@ class Socket(trio.abc.AsyncResource):
                 self.drop_pipe(pipe)
             return refusal
         pipe.connected = True
+        pipe.peer = PeerInfo(
+            endpoint=pipe.endpoint,
+            address=pipe.peer_address,
+            socket_type=handshake.peer_socket_type.name,
+            routing_id=pipe.routing_id,
+            user_id=handshake.user_id.decode("utf-8", "replace"),
+            metadata=dict(handshake.peer_metadata),
+        )
         self._peers_lot.unpark_all()
         self.wake_senders()
         if pipe.inq:

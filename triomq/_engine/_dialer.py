@@ -73,10 +73,14 @@ async def run_dialer(
 async def run_acceptor(
     core: SocketCore,
     bound: BoundListener,
+    closed: trio.Event,
     *,
     task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept connections on every listener of a bind, one session task each."""
+    """Accept connections on every listener of a bind, one session task each.
+
+    Sets *closed* once the listeners are closed (the address is free again).
+    """
     name = str(bound.endpoint)
     try:
         async with trio.open_nursery() as nursery:
@@ -85,6 +89,7 @@ async def run_acceptor(
                 nursery.start_soon(_accept_loop, core, listener, name, nursery)
     finally:
         await bound.aclose()
+        closed.set()
         core.emit(Closed(name))
 
 

@@ -168,6 +168,12 @@ class Pipe:
     writing: bool = False
     #: the disk swap behind outq (a ``_swap.Spool``), when the ``swap`` option is set
     spool: Any = None
+    #: who the peer is (a ``PeerInfo``), once its handshake completed
+    peer: Any = None
+    #: the peer's address as the transport reported it
+    peer_address: str = ""
+    #: shared with the socket: the pipe the last message was read from
+    last_read: Any = None
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "terminating" if self.terminating else "pending"
@@ -204,6 +210,8 @@ class Pipe:
 
     def read(self) -> Msg:
         msg: Msg = self.inq.get()
+        if self.last_read is not None:
+            self.last_read.pipe = self
         if self.terminating and not self.inq:
             self.on_drained(self)
         return msg
@@ -227,6 +235,8 @@ class Pipe:
 
     def read_many(self, max_messages: int) -> list[Msg]:
         msgs: list[Msg] = self.inq.get_batch(max_messages)
+        if self.last_read is not None:
+            self.last_read.pipe = self
         if self.terminating and not self.inq:
             self.on_drained(self)
         return msgs

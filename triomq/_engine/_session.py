@@ -27,6 +27,7 @@ from .._zmtp._events import (
     Subscription,
 )
 from .._zmtp._frames import Buffer
+from .._transports._stream import tls_failure
 from ._core import SocketCore
 from ._monitor import Disconnected, FailureKind, HandshakeFailed, HandshakeSucceeded
 from ._pipe import Pipe, SubscriptionCommand
@@ -82,37 +83,70 @@ class _SessionEnded(Exception):
 async def _handshake(
     core: SocketCore, stream: trio.abc.Stream, conn: ZMTPConnection, peer_address: str
 ) -> HandshakeComplete:
-    await stream.send_all(conn.data_to_send())
-    while True:
-        data = await stream.receive_some(65536)
-        conn.receive_data(data)
+    mech = conn.mechanism
+    # a client of PLAIN or CURVE: the server judges us
+    judged = not mech.as_server and mech.name in (b"PLAIN", b"CURVE")
+    received = 0
+    try:
+        if isinstance(stream, trio.SSLStream):
+            await stream.do_handshake()
+        await stream.send_all(conn.data_to_send())
         while True:
-            event = conn.next_event()
-            if event is NEED_DATA:
-                break
-            if isinstance(event, HandshakeComplete):
-                out = conn.data_to_send()
-                if out:
-                    await stream.send_all(out)
-                return event
-            if isinstance(event, AuthenticationRequested):
-                routing_id = conn.mechanism.peer_metadata.get("Identity", b"")
-                allowed, user_id, reason = await core.authenticate(
-                    event.credentials, address=peer_address, routing_id=routing_id
-                )
-                conn.authentication_result(allowed, user_id=user_id, reason=reason)
-                out = conn.data_to_send()
-                if out:
-                    await stream.send_all(out)
-                if not allowed:
-                    raise AuthenticationError(f"authenticator refused the peer: {reason or 'denied'}")
-            elif isinstance(event, PeerError):
-                raise HandshakeError(f"peer refused the handshake: {event.reason}")
-            elif isinstance(event, ConnectionClosed):
-                raise HandshakeError("peer closed the connection during the handshake")
-        out = conn.data_to_send()
-        if out:
-            await stream.send_all(out)
+            data = await stream.receive_some(65536)
+            received += len(data)
+            conn.receive_data(data)
+            while True:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    break
+                if isinstance(event, HandshakeComplete):
+                    out = conn.data_to_send()
+                    if out:
+                        await stream.send_all(out)
+                    return event
+                if isinstance(event, AuthenticationRequested):
+                    routing_id = conn.mechanism.peer_metadata.get("Identity", b"")
+                    allowed, user_id, reason = await core.authenticate(
+                        event.credentials, address=peer_address, routing_id=routing_id
+                    )
+                    # the peer learns only the ZAP status code, as from libzmq
+                    conn.authentication_result(
+                        allowed, user_id=user_id, reason="" if allowed else "400"
+                    )
+                    out = conn.data_to_send()
+                    if out:
+                        await stream.send_all(out)
+                    if not allowed:
+                        reason = reason or "denied"
+                        raise AuthenticationError(f"authenticator refused the peer: {reason}")
+                elif isinstance(event, PeerError):
+                    if judged or event.reason in ("300", "400", "500"):
+                        raise AuthenticationError(f"the peer refused us: ERROR {event.reason}")
+                    raise HandshakeError(f"peer refused the handshake: {event.reason}")
+                elif isinstance(event, ConnectionClosed):
+                    if judged and received >= 64:
+                        # libzmq hangs up without a word when it cannot open our CURVE
+                        # HELLO, or (PLAIN) has no ZAP handler to ask
+                        likely = "wrong curve_serverkey?"
+                        if mech.name == b"PLAIN":
+                            likely = "refused, or no ZAP handler?"
+                        raise AuthenticationError(
+                            f"the server closed the connection during the {mech.name.decode()} "
+                            f"handshake ({likely})"
+                        )
+                    raise HandshakeError("peer closed the connection during the handshake")
+            out = conn.data_to_send()
+            if out:
+                await stream.send_all(out)
+    except trio.BrokenResourceError as exc:
+        tls = tls_failure(exc)
+        if tls is None:
+            raise
+        reason, refused = tls
+        if not refused:
+            reason += " during the handshake (did it refuse our certificate?)"
+            raise HandshakeError(reason) from exc
+        raise AuthenticationError(f"TLS handshake failed: {reason}") from exc
 
 
 async def run_stream_session(
@@ -128,8 +162,8 @@ async def run_stream_session(
     A connecting socket passes its persistent *pipe*; an accepting one passes
     None and a pipe is made once the handshake succeeds.
     """
-    conn = core.make_connection()
     try:
+        conn = core.make_connection()
         try:
             timeout = core.options.handshake_ivl
             with trio.fail_after(timeout if timeout else math.inf):
@@ -154,6 +188,7 @@ async def run_stream_session(
 
         if pipe is None:
             pipe = core.new_pipe(endpoint, persistent=False)
+        pipe.peer_address = peer_address
         refusal = core.pipe_connected(pipe, handshake)
         if refusal is not None:
             await _send_error_quietly(stream, conn, refusal, force=True)

@@ -38,7 +38,7 @@ logger = logging.getLogger("triomq")
 #: pending records are written out once they add up to this much
 FLUSH_SIZE = 256 * 1024
 #: senders wait (PUB drops) while this much is pending and a write is under way
-PENDING_LIMIT = 8 * 1024 * 1024
+PENDING_LIMIT = 32 * 1024 * 1024
 #: a segment file is closed once it is this large
 SEGMENT_SIZE = 4 * 1024 * 1024
 READ_CHUNK = 1024 * 1024

@@ -1,0 +1,148 @@
+"""Every timer runs on Trio's clock: reconnect backoff, handshake timeout, heartbeats, linger.
+
+These tests run under MockClock: virtual minutes pass in real milliseconds. The
+clock only jumps after 20 ms of real idleness, so real loopback I/O (which
+takes microseconds) finishes before any virtual deadline can fire.
+"""
+
+from __future__ import annotations
+
+import socket as stdlib_socket
+
+import pytest
+import trio
+import trio.testing
+
+import triomq
+from triomq._mechanisms._null import NullMechanism
+from triomq._zmtp._connection import ZMTPConnection
+from triomq._zmtp._events import NEED_DATA, Ping
+
+from .helpers import wait_for_event
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+def closed_port() -> int:
+    with stdlib_socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_reconnect_backoff_on_virtual_time(clock: trio.testing.MockClock) -> None:
+    async with triomq.open_socket(
+        triomq.DEALER, reconnect_ivl=10, reconnect_ivl_max=80, linger=0
+    ) as dealer:
+        async with dealer.monitor() as events:
+            start = trio.current_time()
+            await dealer.connect(f"tcp://127.0.0.1:{closed_port()}")
+            retries = []
+            while len(retries) < 6:
+                event = await wait_for_event(events, triomq.ConnectRetried)
+                retries.append((trio.current_time() - start, event.delay))
+    bases = [10, 20, 40, 80, 80, 80]
+    for (_, delay), base in zip(retries, bases):
+        assert base <= delay <= base + 10
+    # and the attempts really were that far apart on the clock
+    gaps = [b[0] - a[0] for a, b in zip(retries, retries[1:])]
+    for gap, (_, delay) in zip(gaps, retries):
+        assert gap == pytest.approx(delay, abs=0.1)
+
+
+async def _silent_peer(listener: trio.SocketListener, socket_type: triomq.SocketType):  # type: ignore[no-untyped-def]
+    """Accept one connection, complete the handshake, then never send again."""
+    stream = await listener.accept()
+    conn = ZMTPConnection(socket_type, NullMechanism())
+    await stream.send_all(conn.data_to_send())
+    seen = []
+    while conn.peer_socket_type is None:
+        conn.receive_data(await stream.receive_some())
+        while (event := conn.next_event()) is not NEED_DATA:
+            seen.append(event)
+        if out := conn.data_to_send():
+            await stream.send_all(out)
+    return stream, conn
+
+
+async def test_heartbeat_timeout_on_virtual_time(clock: trio.testing.MockClock) -> None:
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    async with triomq.open_socket(
+        triomq.DEALER, heartbeat_ivl=5, heartbeat_timeout=12, reconnect_ivl=1000, linger=0
+    ) as dealer:
+        async with dealer.monitor() as events:
+            await dealer.connect(f"tcp://127.0.0.1:{port}")
+            stream, conn = await _silent_peer(listener, triomq.ROUTER)
+            connected_at = trio.current_time()
+            gone = await wait_for_event(events, triomq.Disconnected)
+            # first PING at 5 s, no answer within 12 s of it
+            assert trio.current_time() - connected_at == pytest.approx(17, abs=0.5)
+            assert "heartbeat" in gone.reason
+            # the PINGs the peer saw carry no TTL (heartbeat_ttl unset)
+            conn.receive_data(await stream.receive_some())
+            pings = []
+            while (event := conn.next_event()) is not NEED_DATA:
+                pings.append(event)
+            assert pings and all(p == Ping(0.0, b"") for p in pings)
+            await stream.aclose()
+    await listener.aclose()
+
+
+async def test_peer_ttl_drops_a_silent_connection(clock: trio.testing.MockClock) -> None:
+    """A peer's PING with a TTL: if nothing more arrives within it, we hang up."""
+    async with triomq.open_socket(triomq.ROUTER, linger=0) as router:
+        ep = await router.bind("tcp://127.0.0.1:0")
+        async with router.monitor() as events:
+            stream = await trio.open_tcp_stream("127.0.0.1", int(ep.rsplit(":", 1)[1]))
+            conn = ZMTPConnection(triomq.DEALER, NullMechanism())
+            await stream.send_all(conn.data_to_send())
+            while conn.peer_socket_type is None:
+                conn.receive_data(await stream.receive_some())
+                while conn.next_event() is not NEED_DATA:
+                    pass
+                await stream.send_all(conn.data_to_send())
+            await wait_for_event(events, triomq.HandshakeSucceeded)
+            sent_at = trio.current_time()
+            await stream.send_all(conn.encode_ping(30.0))  # "hang up if silent for 30 s"
+            gone = await wait_for_event(events, triomq.Disconnected)
+            assert trio.current_time() - sent_at == pytest.approx(30, abs=0.5)
+            assert "TTL" in gone.reason
+            await stream.aclose()
+
+
+async def test_handshake_timeout_on_virtual_time(clock: trio.testing.MockClock) -> None:
+    async with triomq.open_socket(triomq.PULL, handshake_ivl=45) as pull:
+        ep = await pull.bind("tcp://127.0.0.1:0")
+        async with pull.monitor() as events:
+            stalled = await trio.open_tcp_stream("127.0.0.1", int(ep.rsplit(":", 1)[1]))
+            start = trio.current_time()
+            failed = await wait_for_event(events, triomq.HandshakeFailed)
+            assert failed.kind is triomq.FailureKind.TIMEOUT
+            assert trio.current_time() - start == pytest.approx(45, abs=0.5)
+            await stalled.aclose()
+
+
+async def test_linger_on_virtual_time(clock: trio.testing.MockClock) -> None:
+    start = trio.current_time()
+    async with triomq.open_socket(triomq.PUSH, linger=7) as push:
+        await push.connect(f"tcp://127.0.0.1:{closed_port()}")
+        await push.send(b"never delivered")
+    assert trio.current_time() - start == pytest.approx(7, abs=0.5)
+    assert push.statistics().lost == 1
+
+
+async def test_heartbeats_do_not_disturb_req_rep(clock: trio.testing.MockClock) -> None:
+    async with triomq.open_socket(triomq.REP, heartbeat_ivl=1) as rep, triomq.open_socket(
+        triomq.REQ, heartbeat_ivl=1, heartbeat_timeout=3
+    ) as req:
+        await req.connect(await rep.bind("tcp://127.0.0.1:0"))
+        for i in range(3):
+            await req.send(b"q%d" % i)
+            assert await rep.recv() == b"q%d" % i
+            await trio.sleep(10)  # many heartbeats go back and forth in between
+            await rep.send(b"a%d" % i)
+            assert await req.recv() == b"a%d" % i
+        assert rep.statistics().peers == 1  # never dropped
