@@ -57,3 +57,23 @@ async def test_peer_of_each_message_over_several_connections() -> None:
                     msg, peer = await router.recv_multipart_with_peer()
                     assert peer is not None and msg[0] == peer.routing_id
                     assert msg[1] == b"from " + peer.routing_id
+
+
+async def test_per_peer_counters() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PUB, sndhwm=2) as pub:
+            await pub.bind("inproc://counters")
+            async with triomq.open_socket(triomq.SUB, subscribe=[b""], rcvhwm=1) as sub:
+                await sub.connect("inproc://counters")
+                await pub.wait_peers()
+                for i in range(10):
+                    pub.send_nowait(b"%d" % i)
+                (stats,) = pub.peer_statistics()
+                assert stats.connected and stats.peer is not None and stats.peer.socket_type == "SUB"
+                assert stats.queued_out == 3  # sndhwm + rcvhwm on inproc
+                assert stats.sent == 3 and stats.dropped == 7
+                assert pub.statistics().dropped == 7
+                (sub_stats,) = sub.peer_statistics()
+                assert sub_stats.queued_in == 3
+                await sub.recv()
+                assert sub.peer_statistics()[0].queued_in == 2

@@ -49,6 +49,7 @@ from ._rpc import (
 )
 from ._socket import (
     PeerInfo as PeerInfo,
+    PeerStatistics as PeerStatistics,
     Socket as Socket,
     SocketStatistics as SocketStatistics,
     open_socket as open_socket,

@@ -90,6 +90,26 @@ class PeerInfo:
     metadata: dict[str, bytes] = attrs.field(eq=False)
 
 
+@attrs.frozen
+class PeerStatistics:
+    """One pipe's counters: a peer that is connected, connecting, or draining."""
+
+    endpoint: str
+    #: who the peer is, once its handshake completed (None while connecting)
+    peer: PeerInfo | None
+    connected: bool
+    #: messages queued for this peer / taken from it
+    sent: int
+    received: int
+    #: waiting in the outgoing queue (and its disk swap) / the incoming queue
+    queued_out: int
+    queued_in: int
+    #: messages the pattern dropped for this peer at its HWM (PUB)
+    dropped: int
+    #: messages lost when its connection broke, or at close
+    lost: int
+
+
 @attrs.define(eq=False, slots=True)
 class _LastRead:
     pipe: Pipe | None = None
@@ -442,6 +462,24 @@ class Socket(trio.abc.AsyncResource):
         self._received += 1
         pipe = self._last_read.pipe
         return msg, (pipe.peer if pipe is not None else None)
+
+    def peer_statistics(self) -> list[PeerStatistics]:
+        """Counters per pipe (per peer), readable at any time."""
+        dropped_by_pipe: dict[Any, int] = getattr(self.pattern, "dropped_by_pipe", {})
+        return [
+            PeerStatistics(
+                endpoint=p.endpoint,
+                peer=p.peer,
+                connected=p.connected,
+                sent=p.messages_out,
+                received=p.messages_in,
+                queued_out=len(p.outq) + (len(p.spool) if p.spool is not None else 0),
+                queued_in=len(p.inq),
+                dropped=dropped_by_pipe.get(p, 0),
+                lost=p.lost + (p.spool.lost if p.spool is not None else 0),
+            )
+            for p in self._pipes
+        ]
 
     def peers(self) -> list[PeerInfo]:
         """The peers connected now."""
