@@ -41,7 +41,17 @@ HERE = Path(__file__).resolve().parent
 # --------------------------------------------------------------------------- worker
 
 
-async def worker(wid: int, inc: int, endpoint: str, conns: int, count: int, linger: float) -> None:
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker if the checker dies (no orphans sending on)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+async def worker(wid: int, inc: int, endpoint: str, conns: int, count: int, linger: float, token: int) -> None:
     rng = random.Random(wid * 1000 + inc)
     report: dict[str, object] = {"wid": wid, "inc": inc, "conns": []}
     async with trio.open_nursery() as nursery:
@@ -61,7 +71,7 @@ async def worker(wid: int, inc: int, endpoint: str, conns: int, count: int, ling
                     await push.connect(endpoint)
                     for seq in range(count):
                         payload = rng.randbytes(rng.randint(0, 2000))
-                        head = b"%d %d %d %d %d" % (wid, inc, c, seq, zlib.crc32(payload))
+                        head = b"%d %d %d %d %d %d" % (token, wid, inc, c, seq, zlib.crc32(payload))
                         await push.send_multipart([head, payload])
                         if seq % 100 == 0:
                             await trio.sleep(0)
@@ -76,7 +86,10 @@ async def worker(wid: int, inc: int, endpoint: str, conns: int, count: int, ling
             for c in range(conns):
                 senders.start_soon(one, c)
         nursery.cancel_scope.cancel()
-    print(json.dumps(report), flush=True)
+    try:
+        print(json.dumps(report), flush=True)
+    except BrokenPipeError:
+        pass  # the checker stopped listening
 
 
 # --------------------------------------------------------------------------- cutting proxy
@@ -135,6 +148,8 @@ def rss_mb() -> float:
 
 async def checker(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
+    token = random.SystemRandom().getrandbits(31)
+    strangers = 0
     workers, conns, count = args.workers, args.conns, args.count
     kills = restarts = 0
     cuts = [0]
@@ -158,7 +173,7 @@ async def checker(args: argparse.Namespace) -> int:
                 target = f"tcp://127.0.0.1:{proxy_port[0] if wid % 3 == 0 else port}"
                 proc = await trio.lowlevel.open_process(
                     [sys.executable, __file__, "worker", str(wid), str(inc), target, str(conns), str(count),
-                     str(args.linger)],
+                     str(args.linger), str(token)],
                     stdout=subprocess.PIPE,
                 )
                 procs[wid] = (inc, proc)
@@ -177,10 +192,13 @@ async def checker(args: argparse.Namespace) -> int:
                 collected[(wid, inc)].set()
 
             async def receive() -> None:
-                nonlocal corrupted
+                nonlocal corrupted, strangers
                 while True:
                     for head, payload in await pull.recv_many(1000):
-                        wid, inc, c, seq, crc = map(int, head.split())
+                        run, wid, inc, c, seq, crc = map(int, head.split())
+                        if run != token:
+                            strangers += 1  # not this run's worker: ignore it
+                            continue
                         if zlib.crc32(payload) != crc:
                             corrupted += 1
                         received[(wid, inc, c)].append(seq)
@@ -291,8 +309,9 @@ async def checker(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "worker":
-        wid, inc, endpoint, conns, count, linger = argv[1:7]
-        trio.run(worker, int(wid), int(inc), endpoint, int(conns), int(count), float(linger))
+        _die_with_parent()
+        wid, inc, endpoint, conns, count, linger, token = argv[1:8]
+        trio.run(worker, int(wid), int(inc), endpoint, int(conns), int(count), float(linger), int(token))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--short", action="store_true", help="20 connections, 20 000 messages")
