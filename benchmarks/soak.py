@@ -232,11 +232,13 @@ async def checker(args: argparse.Namespace) -> int:
                 while not all(collected[(w, procs[w][0])].is_set() for w in range(workers)):
                     await trio.sleep(0.1)
                 chaos_nursery.cancel_scope.cancel()
-            # let the last messages in
-            last = -1
-            while sum(map(len, received.values())) != last:
-                last = sum(map(len, received.values()))
-                await trio.sleep(0.3)
+            # let the last messages in: done after 2 s without any
+            last, quiet = -1, 0
+            while quiet < 10:
+                now = sum(map(len, received.values()))
+                quiet = quiet + 1 if now == last else 0
+                last = now
+                await trio.sleep(0.2)
             nursery.cancel_scope.cancel()
 
     elapsed = time.monotonic() - started

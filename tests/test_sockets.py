@@ -579,3 +579,27 @@ async def test_large_batches_with_empty_frames_go_out_whole(transport: str) -> N
             for msg in msgs:
                 await push.send_multipart(msg)
             assert [await pull.recv_multipart() for _ in msgs] == msgs
+
+
+async def test_a_reconnecting_peer_is_heard_in_order() -> None:
+    """The old connection's unread messages come out before the new connection's."""
+    ep = fixed_endpoint("tcp", "reorder")
+    with trio.fail_after(15):
+        async with triomq.open_socket(triomq.PULL) as pull, triomq.open_socket(
+            triomq.PUSH, reconnect_ivl=0.01
+        ) as push:
+            await pull.bind(ep)
+            await push.connect(ep)
+            for i in range(100):
+                await push.send(b"%d" % i)
+            while pull.statistics().queued_in < 100:
+                await trio.sleep(0.01)
+            await pull.unbind(ep)  # drops the connection; its 100 messages stay readable
+            await pull.bind(ep)
+            for i in range(100, 200):
+                await push.send(b"%d" % i)  # over the new connection, into a new pipe
+            await pull.wait_peers()
+            while pull.statistics().queued_in < 200:
+                await trio.sleep(0.01)
+            assert [await pull.recv() for _ in range(150)] == [b"%d" % i for i in range(150)]
+            assert [m[0] for m in await pull.recv_many()] == [b"%d" % i for i in range(150, 200)]

@@ -74,14 +74,14 @@ async def test_pub_with_swap_delivers_everything_to_a_slow_subscriber(tmp_path) 
                         for msg in await sub.recv_many(100):
                             assert msg == [b"%d:" % received + payload]
                             received += 1
-                        await trio.sleep(0)
+                        await trio.lowlevel.checkpoint()
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(slow_reader)
                     for i in range(n):
                         pub.send_nowait(b"%d:" % i + payload)  # never WouldBlock, never drops
                         if i % 500 == 0:
-                            await trio.sleep(0)
+                            await trio.lowlevel.checkpoint()
                             peak_spooled = max(peak_spooled, pub.statistics().spooled)
                             peak_rss = max(peak_rss, rss_mb())
                     while received < n:
@@ -123,7 +123,7 @@ async def test_push_with_swap_does_not_block_until_the_budget_is_spent(tmp_path)
                     break
                 sent += 1
                 if sent % 20 == 0:
-                    await trio.sleep(0)  # let the spool write to disk
+                    await trio.lowlevel.checkpoint()  # let the spool write to disk
             assert 10 + budget // 1100 <= sent <= 10 + budget // 1000 + 2  # hwm, then the budget
             async with triomq.open_socket(triomq.PULL) as pull:
                 await pull.bind("inproc://swap-push")

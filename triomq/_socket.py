@@ -858,7 +858,9 @@ class Socket(trio.abc.AsyncResource):
         if not pipe.inq:
             self.drop_pipe(pipe)
         else:
-            # the application may still read what this peer sent
+            # the application may still read what this peer sent, before anything
+            # it sends over a new connection
+            self.pattern.draining(pipe)
             self.wake_receivers()
 
     def _pipe_drained(self, pipe: Pipe) -> None:

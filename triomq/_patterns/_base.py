@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .._errors import StateError
 from .._options import SocketOptions
 from .._socket_type import SocketType
+
+if TYPE_CHECKING:
+    from ._lb import FairQueue
 
 #: A message is a list of frames. A pattern may prepend or strip envelope frames.
 Msg = list[bytes]
@@ -57,6 +60,8 @@ class Pattern(abc.ABC):
     receives: bool = True
     #: False for receive-only types (SUB, PULL)
     sends: bool = True
+    #: the fair queue of patterns that have one
+    _fq: FairQueue | None = None
 
     def __init__(self, options: SocketOptions) -> None:
         self.options = options
@@ -88,6 +93,16 @@ class Pattern(abc.ABC):
 
     def disconnected(self, pipe: PipeLike) -> None:  # noqa: B027
         """A pipe's connection ended (it may come back, or be detached later)."""
+
+    def draining(self, pipe: PipeLike) -> None:
+        """A pipe's peer is gone for good, but the pipe still holds messages to read.
+
+        Patterns that fair-queue read these first, so that a peer that
+        reconnects (and gets a new pipe) is heard in order.
+        """
+        fq = self._fq
+        if fq is not None:
+            fq.draining(pipe)
 
     def send(self, msg: Msg) -> bool:
         raise StateError(f"{self.socket_type.name} sockets cannot send")

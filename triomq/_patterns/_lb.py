@@ -47,13 +47,19 @@ class LoadBalancer:
 
 
 class FairQueue:
-    """Round-robin over the pipes that have a message waiting, as libzmq's fq_t."""
+    """Round-robin over the pipes that have a message waiting, as libzmq's fq_t.
 
-    __slots__ = ("pipes", "_next")
+    Pipes whose peer is gone but that still hold messages ("draining") are
+    read first: a peer that reconnects gets a new pipe, and its older messages
+    must come out before its newer ones.
+    """
+
+    __slots__ = ("pipes", "_next", "_draining")
 
     def __init__(self) -> None:
         self.pipes: list[PipeLike] = []
         self._next = 0
+        self._draining: list[PipeLike] = []
 
     def attach(self, pipe: PipeLike) -> None:
         self.pipes.append(pipe)
@@ -65,6 +71,22 @@ class FairQueue:
             self._next -= 1
         if self._next >= len(self.pipes):
             self._next = 0
+        if pipe in self._draining:
+            self._draining.remove(pipe)
+
+    def draining(self, pipe: PipeLike) -> None:
+        """*pipe*'s peer is gone; what it still holds is older than anything new."""
+        if pipe in self.pipes and pipe not in self._draining:
+            self._draining.append(pipe)
+
+    def _from_draining(self) -> tuple[PipeLike, Msg] | None:
+        draining = self._draining
+        while draining:
+            pipe = draining[0]
+            if pipe.readable():
+                return pipe, pipe.read()
+            draining.pop(0)
+        return None
 
     def recv_batch(self, out: list[Msg], max_messages: int) -> None:
         """Append up to *max_messages* messages to *out*, one pipe at a time in turn.
@@ -72,11 +94,17 @@ class FairQueue:
         With one pipe this takes them in bulk; with several it keeps the
         message-by-message fairness of :meth:`recv`.
         """
+        if self._draining:
+            while len(out) < max_messages:
+                got = self._from_draining()
+                if got is None:
+                    break
+                out.append(got[1])
         pipes = self.pipes
         if len(pipes) == 1:
             pipe = pipes[0]
-            if pipe.readable():
-                out.extend(pipe.read_many(max_messages))
+            if pipe.readable() and len(out) < max_messages:
+                out.extend(pipe.read_many(max_messages - len(out)))
             return
         while len(out) < max_messages:
             got = self.recv()
@@ -86,6 +114,10 @@ class FairQueue:
 
     def recv(self) -> tuple[PipeLike, Msg] | None:
         """The next message and the pipe it came from, or None."""
+        if self._draining:
+            got = self._from_draining()
+            if got is not None:
+                return got
         pipes = self.pipes
         n = len(pipes)
         start = self._next
