@@ -6,7 +6,8 @@
 
 Each row runs each library in two separate processes (``peers.py``), three
 times, and reports the median. Ratios are triomq / pyzmq for rates (higher is
-better for triomq) and pyzmq / triomq for latency (higher is better too).
+better for triomq) and pyzmq / triomq for latency (higher is better too); the
+inproc rows compare triomq's inproc with triomq's own tcp.
 This machine is noisy: read the ratios, not the absolute figures.
 """
 
@@ -82,6 +83,14 @@ def fanout(lib: str, transport: str, size: int, count: int, subs: int) -> float:
     for p in [pub, *sub_procs]:
         p.wait(120)
     return sum(float(r["count"]) / float(r["seconds"]) for r in results)  # type: ignore[arg-type]
+
+
+def inproc(lib: str, size: int, count: int) -> float:
+    """PUSH -> PULL over inproc in one process; messages per second."""
+    proc = _start(["inproc", lib, str(count), str(size)])
+    result = _read(proc)
+    proc.wait(60)
+    return float(result["count"]) / float(result["seconds"])  # type: ignore[arg-type]
 
 
 def latency(lib: str, transport: str, size: int, count: int) -> float:
@@ -165,6 +174,18 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: pipeline("triomq-batch", transport, 1024, int(100_000 * scale), []),
                 lambda: pipeline(PYZMQ, transport, 1024, int(100_000 * scale), []),
                 "rate",
+            )
+    if "inproc" in args.groups:
+        count = int(200_000 * scale)
+        for lib in ("triomq", "triomq-batch"):
+            label = "per message" if lib == "triomq" else "batch API"
+            inproc_rate = median_of(runs, lambda: inproc(lib, 1024, count))
+            tcp_rate = median_of(runs, lambda: pipeline(lib, "tcp", 1024, count, []))
+            table.add(
+                f"inproc vs triomq tcp, 1 KiB, {label}",
+                f"{human(inproc_rate)}/s",
+                f"tcp {human(tcp_rate)}/s",
+                inproc_rate / tcp_rate,
             )
     if "latency" in args.groups:
         both(

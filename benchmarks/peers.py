@@ -178,8 +178,47 @@ async def run_triomq(role: str, lib: str, endpoint: str, count: int, size: int, 
             report(count=count, seconds=sum(times), median=sorted(times)[len(times) // 2])
 
 
+async def run_inproc(lib: str, count: int, size: int) -> None:
+    """PUSH -> PULL over inproc:// in one process (triomq only; batch with triomq-batch)."""
+    import trio
+
+    import triomq
+
+    payload = b"x" * size
+    async with triomq.open_socket(triomq.PULL) as pull, triomq.open_socket(triomq.PUSH) as push:
+        await pull.bind("inproc://bench")
+        await push.connect("inproc://bench")
+
+        async def produce() -> None:
+            if lib == "triomq-batch":
+                msg = [payload]
+                left = count
+                while left:
+                    left -= await push.send_many([msg] * min(left, 256))
+            else:
+                for _ in range(count):
+                    await push.send(payload)
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            left = count
+            if lib == "triomq-batch":
+                while left:
+                    left -= len(await pull.recv_many(min(left, 1024)))
+            else:
+                for _ in range(count):
+                    await pull.recv_multipart()
+        report(count=count, seconds=time.perf_counter() - start)
+
+
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if args[0] == "inproc":
+        import trio
+
+        trio.run(run_inproc, args[1], int(args[2]), int(args[3]))
+        return
     curve = "--curve" in sys.argv
     role, lib, endpoint, count = args[0], args[1], args[2], int(args[3])
     size = int(args[4]) if len(args) > 4 else 0

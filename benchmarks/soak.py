@@ -20,6 +20,7 @@ violation.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -157,7 +158,8 @@ async def checker(args: argparse.Namespace) -> int:
     corrupted = 0
     reports: dict[tuple[int, int], dict] = {}
     killed: set[tuple[int, int]] = set()
-    fds_before, rss_before = fds(), rss_mb()
+    gc.collect()
+    fds_before, rss_before, blocks_before = fds(), rss_mb(), sys.getallocatedblocks()
     started = time.monotonic()
 
     async with triomq.open_socket(triomq.PULL, rcvhwm=10_000) as pull:
@@ -277,7 +279,9 @@ async def checker(args: argparse.Namespace) -> int:
     )
     total_sent_finished = sum(c["sent"] for r in reports.values() for c in r["conns"])
     total_received = sum(len(v) for v in received.values())
-    fds_after, rss_after = fds(), rss_mb()
+    received.clear()  # the checker's own bookkeeping is not the library's memory
+    gc.collect()
+    fds_after, rss_after, blocks_after = fds(), rss_mb(), sys.getallocatedblocks()
     if duplicates:
         violations.append(f"{duplicates} duplicated messages")
     if reordered:
@@ -286,6 +290,8 @@ async def checker(args: argparse.Namespace) -> int:
         violations.append(f"{corrupted} corrupted messages")
     if unexplained:
         violations.append(f"{unexplained} messages missing with no disconnect to explain them")
+    if blocks_after > blocks_before * 1.2 + 20_000:
+        violations.append(f"Python heap blocks: {blocks_before} before, {blocks_after} after")
     if fds_after > fds_before + 2:
         violations.append(f"file descriptors: {fds_before} before, {fds_after} after")
     figures = {
@@ -298,7 +304,9 @@ async def checker(args: argparse.Namespace) -> int:
             c["lost"] for r in reports.values() for c in r["conns"]),
         "connections that lost more than they reported": short_reported,
         "duplicates": duplicates, "reordered": reordered, "corrupted": corrupted,
-        "fds before/after": f"{fds_before}/{fds_after}", "RSS MB before/after": f"{rss_before:.0f}/{rss_after:.0f}",
+        "fds before/after": f"{fds_before}/{fds_after}",
+        "Python heap blocks before/after": f"{blocks_before}/{blocks_after}",
+        "RSS MB before/after (CPython keeps freed arenas)": f"{rss_before:.0f}/{rss_after:.0f}",
     }
     for k, v in figures.items():
         print(f"{k:50} {v}")
