@@ -197,12 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     if "pubsub" in args.groups:
         for subs in (1, 10):
             count = int((100_000 if subs == 1 else 20_000) * scale)
-            both(
-                f"PUB->{subs} SUB tcp 64 B (total delivered)",
-                lambda: fanout("triomq", "tcp", 64, count, subs),
-                lambda: fanout(PYZMQ, "tcp", 64, count, subs),
-                "rate",
-            )
+            for lib, label in (("triomq", ""), ("triomq-batch", ", batch API")):
+                both(
+                    f"PUB->{subs} SUB tcp 64 B (total delivered){label}",
+                    lambda: fanout(lib, "tcp", 64, count, subs),
+                    lambda: fanout(PYZMQ, "tcp", 64, count, subs),
+                    "rate",
+                )
     if "curve" in args.groups:
         both(
             "PUSH->PULL tcp 1 KiB, CURVE",

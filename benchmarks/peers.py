@@ -107,6 +107,7 @@ def _zmq_pub_socket(ctx, sock, curve):  # type: ignore[no-untyped-def]
     xpub = ctx.socket(zmq.XPUB)
     zmq_options(xpub, curve, server=True)
     xpub.setsockopt(zmq.SNDHWM, 0)
+    xpub.setsockopt(zmq.XPUB_VERBOSE, 1)  # one report per subscriber, to count them
     return xpub
 
 
@@ -127,6 +128,7 @@ async def run_triomq(role: str, lib: str, endpoint: str, count: int, size: int, 
                            curve_secretkey=CLIENT_KEYS[1])
     if role == "pub":
         options["sndhwm"] = 0
+        options["xpub_verbose"] = True  # one report per subscriber, to count them
     if role == "sub":
         options["subscribe"] = [b""]
     payload = b"x" * size
@@ -158,8 +160,14 @@ async def run_triomq(role: str, lib: str, endpoint: str, count: int, size: int, 
         elif role == "pub":
             for _ in range(subs):
                 await sock.recv()
-            for _ in range(count):
-                await sock.send(payload)
+            if batch:
+                msg = [payload]
+                left = count
+                while left:
+                    left -= await sock.send_many([msg] * min(left, 256))
+            else:
+                for _ in range(count):
+                    await sock.send(payload)
             report(done=True)
             await trio.to_thread.run_sync(sys.stdin.readline)
         elif role == "rep":

@@ -41,6 +41,9 @@ class SocketCore(Protocol):
     def pipe_flushed(self, pipe: Pipe) -> None:
         """Everything queued on *pipe* was written out."""
 
+    def initial_subscriptions(self) -> list[bytes]:
+        """Topics to announce to a peer that just connected (subscribers only)."""
+
     async def authenticate(
         self, credentials: Credentials, *, address: str, routing_id: bytes
     ) -> tuple[bool, bytes, str]:

@@ -8,6 +8,7 @@ logged and reported as a monitor event, and the function returns.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 import math
 
 import attrs
@@ -275,7 +276,7 @@ class _Session:
         pipe.inq.on_writable = self._reader_lot.unpark_all
         pipe.peer_minor = self.conn.peer_minor
         # subscriptions go first, then anything queued while disconnected
-        for topic in reversed(self.core_subscriptions()):
+        for topic in reversed(self.core.initial_subscriptions()):
             pipe.outq.unget(SubscriptionCommand(topic, True))
         pipe.link = self
         try:
@@ -293,11 +294,7 @@ class _Session:
             pipe.inq.on_writable = _noop
         return self.reason
 
-    def core_subscriptions(self) -> list[bytes]:
-        pattern = getattr(self.core, "pattern", None)
-        return pattern.initial_subscriptions() if pattern is not None else []
-
-    async def _guard(self, fn, nursery: trio.Nursery) -> None:  # type: ignore[no-untyped-def]
+    async def _guard(self, fn: Callable[[], Awaitable[None]], nursery: trio.Nursery) -> None:
         try:
             await fn()
         except _SessionEnded as exc:
