@@ -371,7 +371,7 @@ class _Session:
         outq = pipe.outq
         core = self.core
         encode_into = conn.encode_messages_into
-        current_statistics = trio.lowlevel.current_statistics
+        streaming = False
         # plain sockets get vectored writes for large messages (no join, no copy)
         sock = stream.socket if type(stream) is trio.SocketStream else None
         while True:
@@ -379,21 +379,23 @@ class _Session:
                 core.pipe_flushed(pipe)
                 while not outq:
                     await self._writer_lot.park()
-            # Coalesce: while senders keep adding messages, yield and let them; one
-            # write then carries them all. Trio runs a round's tasks in random order,
-            # so the queue must stay still for two rounds before we stop waiting. A
-            # lone message (request/reply) costs two yields, never a timer.
-            queued = len(outq)
-            still = 0
-            # never let coalescing fill the queue: at its HWM a PUB drops, others block
-            most = min(WRITE_BATCH, outq.capacity // 2 or WRITE_BATCH)
-            while still < 2 and queued < most and current_statistics().tasks_runnable:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                if len(outq) == queued:
-                    still += 1
-                else:
-                    queued = len(outq)
-                    still = 0
+            # Coalesce while messages stream in: yield and let senders add more, so
+            # one write carries them all. Trio runs a round's tasks in random order,
+            # so the queue must stay still for two rounds before we stop waiting.
+            # Only after a write of several messages: a lone request (request/reply)
+            # is written at once, with no extra yield and never a timer.
+            if streaming:
+                queued = len(outq)
+                still = 0
+                # never let coalescing fill the queue: at its HWM a PUB drops, others block
+                most = min(WRITE_BATCH, outq.capacity // 2 or WRITE_BATCH)
+                while still < 2 and queued < most:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    if len(outq) == queued:
+                        still += 1
+                    else:
+                        queued = len(outq)
+                        still = 0
             pipe.writing = True
             out: list[Buffer] = []
             budget = WRITE_BUDGET
@@ -416,6 +418,7 @@ class _Session:
             if batch:
                 messages += len(batch)
                 encode_into(out, batch)
+            streaming = count > 1
             try:
                 if sock is not None and len(out) > 2 and WRITE_BUDGET - budget >= ZERO_COPY_SIZE:
                     await _sendmsg_all(sock, out)
