@@ -29,7 +29,7 @@ from ._engine._inproc import (
     connect_inproc,
     unbind_inproc,
 )
-from ._engine._monitor import BindFailed, Listening, MonitorEvent, SwapCorrupted
+from ._engine._monitor import BindFailed, Listening, MessagesDropped, MonitorEvent, SwapCorrupted
 from ._engine._pgm_engine import multicast_role, run_multicast
 from ._engine._pipe import MessageQueue, Pipe
 from ._engine._swap import Spool, SwapBudget
@@ -167,6 +167,8 @@ class Socket(trio.abc.AsyncResource):
         self._lost_detached = 0
         self._swap_budget: SwapBudget | None = None
         self._last_read = _LastRead()
+        self._drops_reported = 0
+        self._next_drop_report = -math.inf
 
     def __repr__(self) -> str:
         return f"<triomq.Socket {self.socket_type.name} pipes={len(self._pipes)}>"
@@ -319,6 +321,17 @@ class Socket(trio.abc.AsyncResource):
 
     # ------------------------------------------------------------------ sending
 
+    def _report_drops(self) -> None:
+        """Publish HWM drops as MessagesDropped events, at most ten a second."""
+        dropped = self.pattern.dropped
+        if dropped == self._drops_reported:
+            return
+        now = trio.current_time()
+        if now >= self._next_drop_report:
+            self.emit(MessagesDropped("", dropped - self._drops_reported))
+            self._drops_reported = dropped
+            self._next_drop_report = now + 0.1
+
     def _check_open(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError("the socket is closed")
@@ -336,6 +349,8 @@ class Socket(trio.abc.AsyncResource):
         if not self.pattern.send(msg):
             raise trio.WouldBlock
         self._sent += 1
+        if self.pattern.dropped != self._drops_reported:
+            self._report_drops()
 
     def send_nowait(self, data: _Frame) -> None:
         """``send_multipart_nowait([data])``."""
@@ -357,6 +372,8 @@ class Socket(trio.abc.AsyncResource):
         pattern = self.pattern
         if pattern.send(msg):
             self._sent += 1
+            if pattern.dropped != self._drops_reported:
+                self._report_drops()
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         while True:
@@ -386,6 +403,8 @@ class Socket(trio.abc.AsyncResource):
                 break
             count += 1
         self._sent += count
+        if self.pattern.dropped != self._drops_reported:
+            self._report_drops()
         if not count and messages:
             raise trio.WouldBlock
         return count
