@@ -8,8 +8,21 @@ from typing import Any
 import attrs
 from attrs import validators as v
 
-_seconds = v.optional(v.and_(v.instance_of((int, float)), v.ge(0)))
 _count = v.and_(v.instance_of(int), v.ge(0))
+
+
+def _seconds_value(instance: object, attribute: Any, value: float) -> None:
+    """A duration in seconds: a non-negative number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{attribute.name} must be a number of seconds, not {value!r}")
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, not {value!r}")
+
+
+def _seconds(instance: object, attribute: Any, value: float | None) -> None:
+    """A duration in seconds, or None (never, unlimited)."""
+    if value is not None:
+        _seconds_value(instance, attribute, value)
 
 
 def _routing_id(instance: object, attribute: object, value: bytes) -> None:
@@ -35,7 +48,7 @@ class SocketOptions:
     #: first reconnect delay (None = do not reconnect)
     reconnect_ivl: float | None = attrs.field(default=0.1, validator=_seconds)
     #: the largest reconnect delay with exponential backoff (0 = no backoff growth)
-    reconnect_ivl_max: float = attrs.field(default=0.0, validator=_seconds)
+    reconnect_ivl_max: float = attrs.field(default=0.0, validator=_seconds_value)
     #: a handshake taking longer fails (None = no limit)
     handshake_ivl: float | None = attrs.field(default=30.0, validator=_seconds)
     #: refuse frames (and messages) larger than this many bytes (None = unlimited)
@@ -90,7 +103,7 @@ class SocketOptions:
 
     # --- multicast (epgm://)
     rate: int = attrs.field(default=100, validator=_count)
-    recovery_ivl: float = attrs.field(default=10.0, validator=_seconds)
+    recovery_ivl: float = attrs.field(default=10.0, validator=_seconds_value)
     multicast_hops: int = attrs.field(default=0, validator=_count)
     multicast_loop: bool = True
     multicast_maxtpdu: int = attrs.field(default=1500, validator=_count)

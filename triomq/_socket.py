@@ -19,7 +19,6 @@ import trio
 
 from ._auth import AuthRequest
 from ._endpoint import Endpoint, parse_endpoint
-from ._errors import EndpointError, StateError
 from ._engine._dialer import run_acceptor, run_dialer
 from ._engine._inproc import (
     InprocLink,
@@ -33,6 +32,7 @@ from ._engine._monitor import BindFailed, Listening, MessagesDropped, MonitorEve
 from ._engine._pgm_engine import multicast_role, run_multicast
 from ._engine._pipe import MessageQueue, Pipe
 from ._engine._swap import Spool, SwapBudget
+from ._errors import EndpointError, StateError
 from ._mechanisms._select import check_security_options
 from ._options import SocketOptions
 from ._patterns import make_pattern
@@ -296,11 +296,12 @@ class Socket(trio.abc.AsyncResource):
             if name in self._binds:
                 raise EndpointError(f"already bound to {name}")
             pipe = self.new_pipe(name, persistent=False)
-            scope = await self._nursery.start(run_multicast, self, ep, pipe)
+            closed = trio.Event()
+            scope = await self._nursery.start(_set_when_done, closed, run_multicast, self, ep, pipe)
         except EndpointError as exc:
             self.emit(BindFailed(name, str(exc)))
             raise
-        self._binds[name] = _Bind(name, scope)
+        self._binds[name] = _Bind(name, scope, closed)
         self.emit(Listening(name))
         return name
 
@@ -837,9 +838,8 @@ class Socket(trio.abc.AsyncResource):
     def pipe_connected(self, pipe: Pipe, handshake: HandshakeComplete) -> str | None:
         if self._closed:
             return "socket closed"
-        if not pipe.persistent and pipe not in self._pipes:
-            if not self._attach(pipe):
-                return f"{self.socket_type.name} socket already has a peer"
+        if not pipe.persistent and pipe not in self._pipes and not self._attach(pipe):
+            return f"{self.socket_type.name} socket already has a peer"
         pipe.routing_id = handshake.peer_routing_id
         pipe.peer_metadata = handshake.peer_metadata
         refusal = self.pattern.connected(pipe)
@@ -928,6 +928,16 @@ def _to_message(frames: Iterable[_Frame]) -> Msg:
     if not msg:
         raise ValueError("a message has at least one frame")
     return msg
+
+
+async def _set_when_done(
+    done: trio.Event, fn: Any, *args: Any, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run ``fn(*args, task_status=...)`` and set *done* when it has ended, however it ends."""
+    try:
+        await fn(*args, task_status=task_status)
+    finally:
+        done.set()
 
 
 async def _host_tasks(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:

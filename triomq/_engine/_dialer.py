@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-
 import random
 from typing import Any
 
@@ -24,8 +23,8 @@ ACCEPT_ERROR_PAUSE = 0.1
 
 def next_delay(current: float, options: Any) -> float:
     """libzmq's reconnect schedule: the interval plus jitter, doubling up to the max."""
-    ivl = options.reconnect_ivl or 0.0
-    cap = options.reconnect_ivl_max
+    ivl = float(options.reconnect_ivl or 0.0)
+    cap = float(options.reconnect_ivl_max)
     if cap and cap > ivl:
         return min(current * 2, cap)
     return ivl
@@ -113,4 +112,4 @@ async def _accepted_session(core: SocketCore, stream: trio.abc.Stream, name: str
     await run_stream_session(core, stream, endpoint=name, peer_address=address)
 
 
-__all__ = ["run_dialer", "run_acceptor"]
+__all__ = ["run_acceptor", "run_dialer"]

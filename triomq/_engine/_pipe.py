@@ -39,10 +39,10 @@ class MessageQueue:
         self._items: deque[Any] = deque()
         self.capacity = capacity
         #: called when the queue goes from empty to non-empty
-        self.on_readable: Callable[[], None] = _noop
+        self.on_readable: Callable[[], object] = _noop
         #: called when the queue drains to half its capacity (its low-water mark,
         #: as libzmq's pipes): a writer that waited for room then gets a lot of it
-        self.on_writable: Callable[[], None] = _noop
+        self.on_writable: Callable[[], object] = _noop
 
     def __len__(self) -> int:
         return len(self._items)

@@ -8,13 +8,14 @@ logged and reported as a monitor event, and the function returns.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 import math
+from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
 
 from .._errors import AuthenticationError, HandshakeError, ProtocolError, TriomqError
+from .._transports._stream import tls_failure
 from .._zmtp._connection import ZMTPConnection
 from .._zmtp._events import (
     NEED_DATA,
@@ -28,7 +29,6 @@ from .._zmtp._events import (
     Subscription,
 )
 from .._zmtp._frames import Buffer
-from .._transports._stream import tls_failure
 from ._core import SocketCore
 from ._monitor import Disconnected, FailureKind, HandshakeFailed, HandshakeSucceeded
 from ._pipe import Pipe, SubscriptionCommand

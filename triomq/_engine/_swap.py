@@ -173,7 +173,7 @@ class Spool:
     def _refill_from_readback(self) -> None:
         outq = self.pipe.outq
         room = outq.room()
-        moved = []
+        moved: list[list[bytes]] = []
         freed = 0
         while self._readback and len(moved) < room:
             moved.append(self._readback.popleft())

@@ -89,7 +89,7 @@ def normalize_key(key: bytes | bytearray | memoryview | str) -> bytes:
             raise ValueError(f"a Z85 CURVE key is {Z85_KEY_SIZE} characters, got {len(key)}")
         return z85_decode(key)
     if not isinstance(key, (bytes, bytearray, memoryview)):
-        raise ValueError(f"a CURVE key must be bytes or str, not {type(key).__name__}")  # noqa: TRY004
+        raise ValueError(f"a CURVE key must be bytes or str, not {type(key).__name__}")
     raw = bytes(key)
     if len(raw) == KEY_SIZE:
         return raw

@@ -25,6 +25,8 @@ class PipeLike(Protocol):
     #: True once the peer's handshake completed (``immediate`` sockets only use these)
     connected: bool
 
+    def __hash__(self) -> int: ...
+
     def writable(self) -> bool:
         """Room for one more message in the outgoing queue (below sndhwm)."""
 

@@ -8,7 +8,7 @@ from ._base import Msg, PipeLike
 class LoadBalancer:
     """Round-robin over the pipes that have room, as libzmq's lb_t."""
 
-    __slots__ = ("pipes", "_next")
+    __slots__ = ("_next", "pipes")
 
     def __init__(self) -> None:
         self.pipes: list[PipeLike] = []
@@ -54,7 +54,7 @@ class FairQueue:
     must come out before its newer ones.
     """
 
-    __slots__ = ("pipes", "_next", "_draining")
+    __slots__ = ("_draining", "_next", "pipes")
 
     def __init__(self) -> None:
         self.pipes: list[PipeLike] = []

@@ -9,6 +9,7 @@ cannot filter at the publisher (multicast) behave the same.
 from __future__ import annotations
 
 from collections import deque
+from typing import cast
 
 from .._errors import StateError
 from .._options import SocketOptions
@@ -60,12 +61,13 @@ class Pub(Pattern):
         keys = self.index.match_keys(msg[0])
         if not keys:
             return True
-        for pipe in keys:
-            if pipe.writable():  # type: ignore[attr-defined]
-                pipe.write(msg)  # type: ignore[attr-defined]
+        for key in keys:
+            pipe = cast(PipeLike, key)
+            if pipe.writable():
+                pipe.write(msg)
             else:
                 self.dropped += 1
-                self.dropped_by_pipe[pipe] = self.dropped_by_pipe.get(pipe, 0) + 1  # type: ignore[index]
+                self.dropped_by_pipe[pipe] = self.dropped_by_pipe.get(pipe, 0) + 1
         return True
 
 
@@ -77,6 +79,8 @@ class XPub(Pub):
     With ``xpub_manual`` the application decides: after receiving a
     subscription it calls ``subscribe``/``unsubscribe`` for the peer that sent it.
     """
+
+    _fq: FairQueue
 
     socket_type = SocketType.XPUB
     receives = True
@@ -148,6 +152,8 @@ class XPub(Pub):
 
 class Sub(Pattern):
     """Fair-queues messages that match its subscriptions; sends subscriptions to every peer."""
+
+    _fq: FairQueue
 
     socket_type = SocketType.SUB
     sends = False

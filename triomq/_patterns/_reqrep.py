@@ -18,6 +18,8 @@ _U32 = struct.Struct("<I")
 class Dealer(Pattern):
     """Round-robin out to peers with room, fair-queue in; no envelopes."""
 
+    _fq: FairQueue
+
     socket_type = SocketType.DEALER
 
     def __init__(self, options: SocketOptions) -> None:
@@ -81,9 +83,8 @@ class Req(Dealer):
 
     def send(self, msg: Msg) -> bool:
         options = self.options
-        if self._expecting:
-            if not options.req_relaxed:
-                raise StateError("REQ must receive the reply before sending again (req_relaxed=False)")
+        if self._expecting and not options.req_relaxed:
+            raise StateError("REQ must receive the reply before sending again (req_relaxed=False)")
         pipe = self._lb.pick(options.immediate)
         if pipe is None:
             return False
@@ -147,6 +148,8 @@ class Rep(Pattern):
     was cancelled does not leave the socket stuck); libzmq would raise EFSM.
     """
 
+    _fq: FairQueue
+
     socket_type = SocketType.REP
 
     def __init__(self, options: SocketOptions) -> None:
@@ -195,6 +198,8 @@ class Rep(Pattern):
 
 class Router(Pattern):
     """Prefixes received messages with the peer's routing id; routes sent ones by it."""
+
+    _fq: FairQueue
 
     socket_type = SocketType.ROUTER
 

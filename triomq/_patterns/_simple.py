@@ -31,6 +31,8 @@ class Push(Pattern):
 class Pull(Pattern):
     """Fair-queues messages from all peers."""
 
+    _fq: FairQueue
+
     socket_type = SocketType.PULL
     sends = False
 

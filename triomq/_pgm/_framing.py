@@ -76,10 +76,7 @@ class MessageEncoder:
             b = a + cap
             while si < nstarts and starts[si] < a:
                 si += 1
-            if si < nstarts and starts[si] < b:
-                offset = starts[si] - a
-            else:
-                offset = NO_OFFSET
+            offset = starts[si] - a if si < nstarts and starts[si] < b else NO_OFFSET
             out.append(offset.to_bytes(2, "big") + stream[a:b])
         return out
 

@@ -291,11 +291,12 @@ class ZMTPConnection:
                 return PeerError(decode_error_untrusted(data))
             for cmd in mech.receive_command(body):
                 self._queue_command(cmd)
-            if mech.status is MechanismStatus.AWAITING_AUTH:
+            status: MechanismStatus = mech.status  # (receive_command moves it on)
+            if status is MechanismStatus.AWAITING_AUTH:
                 assert mech.credentials is not None
                 self.state = ConnectionState.AUTHENTICATING
                 return AuthenticationRequested(mech.credentials)
-            if mech.status is MechanismStatus.READY:
+            if status is MechanismStatus.READY:
                 return self._handshake_done()
 
     def _handshake_done(self) -> HandshakeComplete:

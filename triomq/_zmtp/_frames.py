@@ -74,7 +74,14 @@ class FrameDecoder:
     """
 
     __slots__ = (
-        "_buf", "_pos", "_pieces", "_pieces_size", "_need", "_flags", "_ready", "max_frame_size",
+        "_buf",
+        "_flags",
+        "_need",
+        "_pieces",
+        "_pieces_size",
+        "_pos",
+        "_ready",
+        "max_frame_size",
     )
 
     def __init__(self, max_frame_size: int | None = None) -> None:
