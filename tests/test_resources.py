@@ -37,35 +37,43 @@ SERVER = textwrap.dedent(
 
 async def test_running_out_of_file_descriptors_while_accepting() -> None:
     """EMFILE in accept(): the listener pauses and retries; once fds free up it serves again."""
-    with trio.fail_after(30):
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, "-c", SERVER], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        assert proc.stdout is not None
-        buf = b""
-        while b"\n" not in buf:
-            buf += await proc.stdout.receive_some()
-        ep = buf.decode().strip()
-        port = int(ep.rsplit(":", 1)[1])
-        # more stalled connections than the server has descriptors left
-        stalled = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(30)]
-        await trio.sleep(0.3)  # let the server hit EMFILE on some of them
-        for s in stalled:
-            await s.aclose()
-        async with triomq.open_socket(triomq.PUSH) as push:
-            await push.connect(ep)
-            await push.send(b"still serving")
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-c", SERVER], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        with trio.fail_after(30):
             out = b""
-            while b"got" not in out:
+            while b"\n" not in out:
                 out += await proc.stdout.receive_some()
-        assert b"got still serving" in out
-        await proc.wait()
-        assert proc.stderr is not None
-        stderr = b""
-        while chunk := await proc.stderr.receive_some():
-            stderr += chunk
-        assert proc.returncode == 0, stderr
-        assert b"accept failed: Too many open files" in stderr  # it did run out, and said so
+            ep = out.decode().strip()
+            port = int(ep.rsplit(":", 1)[1])
+            # more stalled connections than the server has descriptors left
+            stalled = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(30)]
+            await trio.sleep(0.3)  # let the server hit EMFILE on some of them
+            for s in stalled:
+                await s.aclose()
+            async with triomq.open_socket(triomq.PUSH) as push:
+                await push.connect(ep)
+                await push.send(b"still serving")
+                out = b""
+                while b"got still serving\n" not in out:
+                    chunk = await proc.stdout.receive_some()
+                    assert chunk, "the server exited early"
+                    out += chunk
+            await proc.wait()
+            stderr = b""
+            while chunk := await proc.stderr.receive_some():
+                stderr += chunk
+            assert proc.returncode == 0, stderr
+            assert b"accept failed: Too many open files" in stderr  # it did run out, and said so
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            with trio.CancelScope(shield=True):
+                await proc.wait()
+        await proc.stdout.aclose()
+        await proc.stderr.aclose()
 
 
 async def test_a_peer_that_never_reads_cannot_make_the_writer_buffer_without_bound() -> None:

@@ -59,7 +59,7 @@ class SocketOptions:
     )
     #: extra metadata properties announced in the handshake (names like "X-...")
     metadata: dict[str, bytes] = attrs.field(factory=dict)
-    #: with tcp://*, listen on IPv6 as well as IPv4
+    #: with ``tcp://*``, listen on IPv6 as well as IPv4
     ipv6: bool = False
     #: only queue messages on pipes whose connection is complete
     immediate: bool = False

@@ -108,8 +108,11 @@ async def open_rpc_client(
 ) -> AsyncIterator[RpcClient]:
     """A client connected to *endpoints* (requests are balanced over them).
 
-    ``options`` are socket options for the DEALER underneath.
+    ``options`` are socket options for the DEALER underneath. ``linger``
+    defaults to 0: a request still queued when the client closes has no
+    caller waiting for its reply any more.
     """
+    options.setdefault("linger", 0)
     async with open_socket(SocketType.DEALER, **options) as sock:
         for endpoint in endpoints:
             await sock.connect(endpoint)
