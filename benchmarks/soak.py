@@ -211,9 +211,11 @@ async def checker(args: argparse.Namespace) -> int:
 
             async def chaos() -> None:
                 nonlocal kills, restarts
+                first = True
                 while True:
                     await trio.sleep(rng.uniform(0.3, 1.0) * args.fault_ivl)
-                    if rng.random() < 0.7:
+                    if first or rng.random() < 0.7:  # the first fault is always a kill
+                        first = False
                         wid = rng.randrange(workers)
                         inc, proc = procs[wid]
                         if proc.returncode is None and kills < args.max_kills:
@@ -335,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.short:
-        args.workers, args.conns, args.count, args.fault_ivl, args.max_kills = 4, 5, 1000, 0.4, 2
+        args.workers, args.conns, args.count, args.fault_ivl, args.max_kills = 4, 5, 2000, 0.3, 2
     return trio.run(checker, args)
 
 
