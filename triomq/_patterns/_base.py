@@ -64,6 +64,9 @@ class Pattern(abc.ABC):
     sends: bool = True
     #: the fair queue of patterns that have one
     _fq: FairQueue | None = None
+    #: True if a received message is exactly the fair queue's next one (no
+    #: envelope or state), so batches can be taken from the pipes in bulk
+    bulk_receive: bool = False
 
     def __init__(self, options: SocketOptions) -> None:
         self.options = options
@@ -121,6 +124,11 @@ class Pattern(abc.ABC):
     def recv_batch(self, max_messages: int) -> list[Msg]:
         """Up to *max_messages* messages for the application (possibly none)."""
         out: list[Msg] = []
+        if self.bulk_receive and self._fq is not None:
+            if self._put_back:
+                out.append(self._put_back.pop())
+            self._fq.recv_batch(out, max_messages)
+            return out
         recv = self.recv
         while len(out) < max_messages:
             msg = recv()

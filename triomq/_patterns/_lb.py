@@ -5,8 +5,8 @@ from __future__ import annotations
 from ._base import Msg, PipeLike
 
 
-class LoadBalancer:
-    """Round-robin over the pipes that have room, as libzmq's lb_t."""
+class _RoundRobin:
+    """A list of pipes and the position of the next one to try."""
 
     __slots__ = ("_next", "pipes")
 
@@ -24,6 +24,12 @@ class LoadBalancer:
             self._next -= 1
         if self._next >= len(self.pipes):
             self._next = 0
+
+
+class LoadBalancer(_RoundRobin):
+    """Round-robin over the pipes that have room, as libzmq's lb_t."""
+
+    __slots__ = ()
 
     def pick(self, only_connected: bool = False) -> PipeLike | None:
         """The next pipe with room, advancing the round robin; None if all are full."""
@@ -46,7 +52,7 @@ class LoadBalancer:
         return pipe
 
 
-class FairQueue:
+class FairQueue(_RoundRobin):
     """Round-robin over the pipes that have a message waiting, as libzmq's fq_t.
 
     Pipes whose peer is gone but that still hold messages ("draining") are
@@ -54,23 +60,14 @@ class FairQueue:
     must come out before its newer ones.
     """
 
-    __slots__ = ("_draining", "_next", "pipes")
+    __slots__ = ("_draining",)
 
     def __init__(self) -> None:
-        self.pipes: list[PipeLike] = []
-        self._next = 0
+        super().__init__()
         self._draining: list[PipeLike] = []
 
-    def attach(self, pipe: PipeLike) -> None:
-        self.pipes.append(pipe)
-
     def detach(self, pipe: PipeLike) -> None:
-        i = self.pipes.index(pipe)
-        del self.pipes[i]
-        if i < self._next:
-            self._next -= 1
-        if self._next >= len(self.pipes):
-            self._next = 0
+        super().detach(pipe)
         if pipe in self._draining:
             self._draining.remove(pipe)
 

@@ -21,6 +21,7 @@ class Dealer(Pattern):
     _fq: FairQueue
 
     socket_type = SocketType.DEALER
+    bulk_receive = True
 
     def __init__(self, options: SocketOptions) -> None:
         super().__init__(options)
@@ -39,13 +40,6 @@ class Dealer(Pattern):
     def send(self, msg: Msg) -> bool:
         return self._lb.send(msg, self.options.immediate) is not None
 
-    def recv_batch(self, max_messages: int) -> list[Msg]:
-        out: list[Msg] = []
-        if self._put_back:
-            out.append(self._put_back.pop())
-        self._fq.recv_batch(out, max_messages)
-        return out
-
     def recv_message(self) -> Msg | None:
         got = self._fq.recv()
         return None if got is None else got[1]
@@ -62,6 +56,7 @@ class Req(Dealer):
     """
 
     socket_type = SocketType.REQ
+    bulk_receive = False
 
     def recv_batch(self, max_messages: int) -> list[Msg]:
         msg = self.recv()

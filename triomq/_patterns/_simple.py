@@ -35,6 +35,7 @@ class Pull(Pattern):
 
     socket_type = SocketType.PULL
     sends = False
+    bulk_receive = True
 
     def __init__(self, options):  # type: ignore[no-untyped-def]
         super().__init__(options)
@@ -46,13 +47,6 @@ class Pull(Pattern):
 
     def detach(self, pipe: PipeLike) -> None:
         self._fq.detach(pipe)
-
-    def recv_batch(self, max_messages: int) -> list[Msg]:
-        out: list[Msg] = []
-        if self._put_back:
-            out.append(self._put_back.pop())
-        self._fq.recv_batch(out, max_messages)
-        return out
 
     def recv_message(self) -> Msg | None:
         got = self._fq.recv()
