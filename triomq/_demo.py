@@ -254,8 +254,12 @@ class _Printer:
         w(f"  requests sent              {summary.sent}\n")
         w(f"  processed by survivors     {summary.processed_by_survivors}\n")
         for s in servers:
-            w(f"    {s.name:10} {len(s.received):8}{'  stopped abruptly' if s.stopped_abruptly else ''}\n")
+            if not s.stopped_abruptly:
+                w(f"    {s.name:10} {len(s.received):8}\n")
         w(f"  processed by stopped       {summary.processed_by_stopped}\n")
+        for s in servers:
+            if s.stopped_abruptly:
+                w(f"    {s.name:10} {len(s.received):8}  (stopped abruptly)\n")
         w(f"  in flight to stopped       {summary.in_flight_to_stopped}  (queued for it when it died)\n")
         w(f"  lost among survivors       {summary.lost_elsewhere}\n")
         w(f"  duplicates                 {summary.duplicates}\n")
