@@ -201,7 +201,9 @@ def _summarize(servers: list[GameServer], sent: int, sent_at_disconnect: list[in
     # processed and before the gateway saw the connection drop; any other
     # missing request would be a real loss
     lo = min((max(s.received) + 1 if s.received else 0 for s in stopped), default=math.inf)
-    hi = max(sent_at_disconnect, default=sent)
+    # (the event can be seen while the gateway is inside send(), with that
+    # request already queued but not yet counted: hence the + 1)
+    hi = max(sent_at_disconnect, default=sent - 1) + 1
     in_flight = {seq for seq in missing if lo <= seq < hi}
     return DemoSummary(
         sent=sent,
