@@ -23,6 +23,7 @@ Both tasks live in the socket's nursery: closing the socket ends them, and
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import random
@@ -233,17 +234,22 @@ def _handshake(peer_type: SocketType) -> HandshakeComplete:
     return HandshakeComplete(peer_type, 0, b"", {})
 
 
-class _Engine:
+class _Engine(abc.ABC):
+    """A multicast source or receiver, as the socket's task runs it."""
+
     stats: MulticastStatistics
 
+    @abc.abstractmethod
     def snapshot(self) -> MulticastStatistics:
-        raise NotImplementedError
+        """The counters now."""
 
+    @abc.abstractmethod
     async def run(self) -> None:
-        raise NotImplementedError
+        """Move datagrams until cancelled."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Close the UDP sockets."""
 
 
 class _Source(_Engine):
