@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, final
+from typing import Any, TypeVar, final
 
 import attrs
 import trio
@@ -47,6 +47,7 @@ from ._zmtp._mechanism import Credentials, Mechanism
 logger = logging.getLogger("triomq")
 
 _Frame = bytes | bytearray | memoryview
+_T = TypeVar("_T")
 
 
 @attrs.frozen
@@ -417,22 +418,30 @@ class Socket(trio.abc.AsyncResource):
         send the rest with another call. One checkpoint for the whole batch. If
         cancelled, nothing was queued by this call.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self._check_open()
         if not messages:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await trio.lowlevel.checkpoint()
             return 0
+        return await self._wait_for(self._send_lot, lambda: self.send_many_nowait(messages))
+
+    async def _wait_for(self, lot: trio.lowlevel.ParkingLot, attempt: Callable[[], _T]) -> _T:
+        """``attempt()`` now, or after each wake-up of *lot* until it stops raising
+        WouldBlock. A checkpoint; if cancelled, ``attempt`` never succeeded.
+
+        (send_multipart and recv_multipart inline the same steps: they are the
+        per-message hot path.)
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            count = self.send_many_nowait(messages)
+            result = attempt()
         except trio.WouldBlock:
             pass
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
-            return count
+            return result
         while True:
-            await self._send_lot.park()
+            await lot.park()
             try:
-                return self.send_many_nowait(messages)
+                return attempt()
             except trio.WouldBlock:
                 pass
 
@@ -459,27 +468,13 @@ class Socket(trio.abc.AsyncResource):
         directly (an XPUB's subscription reports). A checkpoint; if cancelled,
         nothing was consumed.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self._check_open()
-        got = self._recv_with_peer_nowait()
-        if got is not None:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return got
-        while True:
-            await self._recv_lot.park()
-            self._check_open()
-            got = self._recv_with_peer_nowait()
-            if got is not None:
-                return got
+        return await self._wait_for(self._recv_lot, self._recv_with_peer_nowait)
 
-    def _recv_with_peer_nowait(self) -> tuple[list[bytes], PeerInfo | None] | None:
+    def _recv_with_peer_nowait(self) -> tuple[list[bytes], PeerInfo | None]:
         # the pattern reads from a pipe synchronously: the pipe it used is known
         # before any other task can receive
         self._last_read.pipe = None
-        msg = self.pattern.recv()
-        if msg is None:
-            return None
-        self._received += 1
+        msg = self.recv_multipart_nowait()
         pipe = self._last_read.pipe
         return msg, (pipe.peer if pipe is not None else None)
 
@@ -523,20 +518,7 @@ class Socket(trio.abc.AsyncResource):
 
         One checkpoint for the whole batch. If cancelled, nothing was consumed.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            batch = self.recv_many_nowait(max_messages)
-        except trio.WouldBlock:
-            pass
-        else:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return batch
-        while True:
-            await self._recv_lot.park()
-            try:
-                return self.recv_many_nowait(max_messages)
-            except trio.WouldBlock:
-                pass
+        return await self._wait_for(self._recv_lot, lambda: self.recv_many_nowait(max_messages))
 
     def recv_nowait(self) -> bytes:
         """The next single-frame message now; see :meth:`recv`."""
