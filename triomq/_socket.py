@@ -368,7 +368,9 @@ class Socket(trio.abc.AsyncResource):
             StateError: this socket type cannot send now.
             trio.ClosedResourceError: the socket is (or gets) closed.
         """
-        msg = _to_message(frames)
+        await self._send(_to_message(frames))
+
+    async def _send(self, msg: Msg) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
         pattern = self.pattern
@@ -387,7 +389,7 @@ class Socket(trio.abc.AsyncResource):
 
     async def send(self, data: _Frame) -> None:
         """Send a single-frame message. See :meth:`send_multipart`."""
-        await self.send_multipart([data] if type(data) is bytes else (data,))
+        await self._send([data] if type(data) is bytes else _to_message((data,)))
 
     def send_many_nowait(self, messages: Sequence[Iterable[_Frame]]) -> int:
         """Queue as many of *messages* (each a list of frames) as fit now, in order.
@@ -398,12 +400,7 @@ class Socket(trio.abc.AsyncResource):
             trio.WouldBlock: not even the first one fits (nothing queued).
         """
         self._check_open()
-        send = self.pattern.send
-        count = 0
-        for frames in messages:
-            if not send(_to_message(frames)):
-                break
-            count += 1
+        count = self.pattern.send_batch([_to_message(frames) for frames in messages])
         self._sent += count
         if self.pattern.dropped != self._drops_reported:
             self._report_drops()
@@ -897,6 +894,15 @@ class Socket(trio.abc.AsyncResource):
 
 
 def _to_message(frames: Iterable[_Frame]) -> Msg:
+    """A message the socket owns: a new list of bytes (the caller may reuse its own)."""
+    if type(frames) is list or type(frames) is tuple:
+        msg = list(frames)
+        for frame in msg:
+            if type(frame) is not bytes:
+                break
+        else:
+            if msg:
+                return msg
     if isinstance(frames, (bytes, bytearray, memoryview, str)):
         raise TypeError("send_multipart takes a list of frames; use send() for one frame")
     msg = []

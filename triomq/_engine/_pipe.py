@@ -76,6 +76,10 @@ class MessageQueue:
         """Up to *max_items* items from the front."""
         return self.get_batch(max_items)
 
+    def peek(self) -> Any:
+        """The front item, left in place."""
+        return self._items[0]
+
     def get(self) -> Any:
         items = self._items
         item = items.popleft()
@@ -198,6 +202,21 @@ class Pipe:
             spool.append(msg)
         else:
             self.outq.put(msg)
+
+    def room(self) -> int:
+        if self.terminating:
+            return 0
+        if self.spool is not None:  # one at a time: each decides between queue and disk
+            return 1 if self.writable() else 0
+        return self.outq.room()
+
+    def write_many(self, msgs: list[Msg]) -> None:
+        if self.spool is not None:
+            for msg in msgs:
+                self.write(msg)
+            return
+        self.messages_out += len(msgs)
+        self.outq.put_many(msgs)
 
     def unwrite(self, msg: Msg) -> bool:
         if self.outq.remove_if(lambda item: item is msg):

@@ -45,7 +45,15 @@ WRITE_BATCH = 1024
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 #: batches at least this large go out with sendmsg() straight from the frames
 ZERO_COPY_SIZE = 64 * 1024
+#: and when their buffers average at least this much (else a join is cheaper)
+VECTOR_MIN_AVERAGE = 8 * 1024
 _IOV_MAX = 1024
+
+
+def _worth_vectoring(out: list[Buffer]) -> bool:
+    """Large buffers go out as they are; small ones are cheaper joined."""
+    total = sum(map(len, out))
+    return total >= ZERO_COPY_SIZE and total >= len(out) * VECTOR_MIN_AVERAGE
 
 
 async def _sendmsg_all(sock: trio.socket.SocketType, buffers: list[Buffer]) -> None:
@@ -397,18 +405,17 @@ class _Session:
                         queued = len(outq)
                         still = 0
             pipe.writing = True
+            # take about a budget's worth, judging by the first message's size
+            first = outq.peek()
+            size = sum(map(len, first)) + 16 if type(first) is list else 64
+            items = outq.get_batch(max(1, min(WRITE_BATCH, WRITE_BUDGET // size)))
+            count = len(items)
             out: list[Buffer] = []
-            budget = WRITE_BUDGET
-            count = 0
             messages = 0
             batch: list[list[bytes]] = []
-            while outq and budget > 0 and count < WRITE_BATCH:
-                item = outq.get()
-                count += 1
+            for item in items:
                 if type(item) is list:
                     batch.append(item)
-                    for frame in item:
-                        budget -= len(frame)
                     continue
                 if batch:
                     messages += len(batch)
@@ -420,7 +427,7 @@ class _Session:
                 encode_into(out, batch)
             streaming = count > 1
             try:
-                if sock is not None and len(out) > 2 and WRITE_BUDGET - budget >= ZERO_COPY_SIZE:
+                if sock is not None and len(out) > 2 and _worth_vectoring(out):
                     await _sendmsg_all(sock, out)
                 else:
                     await stream.send_all(b"".join(out) if len(out) > 1 else out[0])

@@ -33,6 +33,12 @@ class PipeLike(Protocol):
     def write(self, msg: Msg) -> None:
         """Queue a whole message for the peer (call only when writable())."""
 
+    def room(self) -> int:
+        """How many more messages :meth:`write_many` may queue now (0 when not writable)."""
+
+    def write_many(self, msgs: list[Msg]) -> None:
+        """Queue whole messages for the peer, no more than :meth:`room`."""
+
     def unwrite(self, msg: Msg) -> bool:
         """Take back *msg* (the very object) if it is still queued; True if it was."""
 
@@ -111,6 +117,20 @@ class Pattern(abc.ABC):
 
     def send(self, msg: Msg) -> bool:
         raise StateError(f"{self.socket_type.name} sockets cannot send")
+
+    def send_batch(self, msgs: list[Msg]) -> int:
+        """Queue as many of *msgs* as fit now, in order; how many were taken.
+
+        Each one is handled exactly as :meth:`send` would (queued, or dropped and
+        counted); patterns override this to queue in bulk.
+        """
+        send = self.send
+        sent = 0
+        for msg in msgs:
+            if not send(msg):
+                break
+            sent += 1
+        return sent
 
     def recv(self) -> Msg | None:
         """The next message for the application, or None."""

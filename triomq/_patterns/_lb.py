@@ -51,6 +51,32 @@ class LoadBalancer(_RoundRobin):
             pipe.write(msg)
         return pipe
 
+    def send_batch(self, msgs: list[Msg], only_connected: bool = False) -> int:
+        """Queue as many of *msgs* as fit, in order; how many were queued.
+
+        With one pipe they go in bulk; with several, one by one in turn, as
+        :meth:`send` would.
+        """
+        pipes = self.pipes
+        total = len(msgs)
+        sent = 0
+        if len(pipes) == 1:
+            pipe = pipes[0]
+            if only_connected and not pipe.connected:
+                return 0
+            while sent < total:
+                room = pipe.room()
+                if room <= 0:
+                    break
+                chunk = msgs[sent : sent + room] if sent or room < total else msgs
+                pipe.write_many(chunk)
+                sent += len(chunk)
+            return sent
+        send = self.send
+        while sent < total and send(msgs[sent], only_connected) is not None:
+            sent += 1
+        return sent
+
 
 class FairQueue(_RoundRobin):
     """Round-robin over the pipes that have a message waiting, as libzmq's fq_t.

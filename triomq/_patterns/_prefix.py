@@ -10,7 +10,7 @@ number of subscriptions, because every prefix of one length is in one dict.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Collection, Hashable, Iterable
 
 
 class PrefixIndex:
@@ -89,10 +89,15 @@ class PrefixIndex:
                 return True
         return False
 
-    def match_keys(self, data: bytes) -> set[Hashable]:
-        """Every subscriber with a subscription that is a prefix of *data*."""
+    def match_keys(self, data: bytes) -> Collection[Hashable]:
+        """Every subscriber with a subscription that is a prefix of *data* (each once)."""
         by_len = self._by_len
         size = len(data)
+        lengths = self._lengths
+        if len(lengths) == 1:  # one prefix length (often just b""): one lookup, no merging
+            n = lengths[0]
+            subs = by_len[n].get(data[:n]) if n <= size else None
+            return tuple(subs) if subs else ()
         found: set[Hashable] = set()
         for n in self._lengths:
             if n > size:

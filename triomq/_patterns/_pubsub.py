@@ -9,6 +9,7 @@ cannot filter at the publisher (multicast) behave the same.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Hashable
 from typing import cast
 
 from .._errors import StateError
@@ -66,9 +67,38 @@ class Pub(Pattern):
             if pipe.writable():
                 pipe.write(msg)
             else:
-                self.dropped += 1
-                self.dropped_by_pipe[pipe] = self.dropped_by_pipe.get(pipe, 0) + 1
+                self._drop(pipe, 1)
         return True
+
+    def send_batch(self, msgs: list[Msg]) -> int:
+        # each subscriber's share of the batch, queued in one go (in order)
+        shares: dict[Hashable, list[Msg]] = {}
+        match_keys = self.index.match_keys
+        for msg in msgs:
+            for key in match_keys(msg[0]):
+                share = shares.get(key)
+                if share is None:
+                    shares[key] = [msg]
+                else:
+                    share.append(msg)
+        for key, share in shares.items():
+            pipe = cast(PipeLike, key)
+            done, total = 0, len(share)
+            while done < total:
+                room = pipe.room()
+                if room <= 0:
+                    break
+                chunk = share[done : done + room] if done or room < total else share
+                pipe.write_many(chunk)
+                done += len(chunk)
+            if done < total:
+                self._drop(pipe, total - done)
+        return len(msgs)
+
+    def _drop(self, pipe: PipeLike, count: int) -> None:
+        """*pipe* is at its HWM: it misses *count* messages."""
+        self.dropped += count
+        self.dropped_by_pipe[pipe] = self.dropped_by_pipe.get(pipe, 0) + count
 
 
 class XPub(Pub):

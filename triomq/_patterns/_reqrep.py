@@ -40,6 +40,9 @@ class Dealer(Pattern):
     def send(self, msg: Msg) -> bool:
         return self._lb.send(msg, self.options.immediate) is not None
 
+    def send_batch(self, msgs: list[Msg]) -> int:
+        return self._lb.send_batch(msgs, self.options.immediate)
+
     def recv_message(self) -> Msg | None:
         got = self._fq.recv()
         return None if got is None else got[1]
@@ -57,6 +60,8 @@ class Req(Dealer):
 
     socket_type = SocketType.REQ
     bulk_receive = False
+    # each request goes through send(): it adds the envelope and keeps the state
+    send_batch = Pattern.send_batch
 
     def recv_batch(self, max_messages: int) -> list[Msg]:
         msg = self.recv()

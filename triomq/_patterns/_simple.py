@@ -27,6 +27,9 @@ class Push(Pattern):
     def send(self, msg: Msg) -> bool:
         return self._lb.send(msg, self.options.immediate) is not None
 
+    def send_batch(self, msgs: list[Msg]) -> int:
+        return self._lb.send_batch(msgs, self.options.immediate)
+
 
 class Pull(Pattern):
     """Fair-queues messages from all peers."""

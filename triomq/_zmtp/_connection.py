@@ -44,7 +44,7 @@ from ._events import (
     Pong,
     Subscription,
 )
-from ._frames import COMMAND, MORE, Buffer, FrameDecoder, encode_frame, encode_message_into
+from ._frames import COMMAND, MORE, Buffer, FrameDecoder, encode_frame, encode_messages_into
 from ._greeting import (
     GREETING_SIZE,
     check_signature_untrusted,
@@ -135,8 +135,7 @@ class ZMTPConnection:
         """Append the wire form of each message to *out* (bodies are not copied when unencrypted)."""
         self._require_active()
         if not self._encrypts:
-            for frames in messages:
-                encode_message_into(out, frames)
+            encode_messages_into(out, messages)
             return
         encrypt = self.mechanism.encrypt_frame
         for frames in messages:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from .._errors import RemoteProtocolError
 
@@ -45,6 +45,20 @@ def encode_message_into(out: list[Buffer], frames: Sequence[Buffer]) -> None:
         else:
             out.append(_LONG_HEADER.pack(LONG | MORE if i < last else LONG, n))
         out.append(body)
+
+
+def encode_messages_into(out: list[Buffer], messages: Iterable[Sequence[Buffer]]) -> None:
+    """:func:`encode_message_into` for each message (single short frames inline)."""
+    short = _SHORT_HEADERS
+    append = out.append
+    for frames in messages:
+        if len(frames) == 1:
+            body = frames[0]
+            n = len(body)
+            append(short[n] if n < 256 else _LONG_HEADER.pack(LONG, n))
+            append(body)
+        else:
+            encode_message_into(out, frames)
 
 
 def encode_message(frames: Sequence[Buffer]) -> bytes:
