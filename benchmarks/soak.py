@@ -11,7 +11,8 @@ While they run, the checker
   * routes some workers through a proxy that cuts connections mid-frame.
 Then it checks, per connection: no message duplicated, reordered or
 corrupted; messages missing only where a connection dropped (each gap is
-matched against the disconnects the sender saw, for senders that lived); every
+matched against the disconnects the sender saw, for senders that lived); each
+direct connection lost no more than its sender counted as lost; every
 finished worker closed within its linger; and the checker's file descriptors
 and memory came back to where they were. Prints the figures; exits 1 on any
 violation.
@@ -284,12 +285,23 @@ async def checker(args: argparse.Namespace) -> int:
                 violations.append(f"worker {wid} conn {conn['c']} took {conn['close_seconds']:.1f}s to close")
     for wid, inc in killed:
         lost_killed += sum(count - len(set(received.get((wid, inc, c), []))) for c in range(conns))
-    short_reported = sum(
-        1
-        for (wid, inc), r in reports.items()
-        for c in r["conns"]
-        if c["sent"] - len(set(received.get((wid, inc, c["c"]), []))) > c["lost"]
-    )
+    # Every message a sender was told was sent either arrived or was counted lost
+    # (the kernel tells which written bytes the peer took), except where the peer's
+    # kernel took bytes its program then discarded: the checker's own listener
+    # restarts, and the proxy that terminates TCP and cuts connections.
+    short_reported = short_explained = 0
+    for (wid, inc), r in reports.items():
+        born, died = lifetimes[(wid, inc)]
+        excused = wid % 3 == 0 or any(born <= t <= died for t in restart_times)
+        for c in r["conns"]:
+            short = c["sent"] - len(set(received.get((wid, inc, c["c"]), []))) - c["lost"]
+            if short > 0:
+                if excused:
+                    short_explained += 1
+                else:
+                    short_reported += 1
+                    if args.verbose:
+                        print(f"  worker {wid}.{inc} conn {c['c']}: {short} missing beyond the {c['lost']} reported")
     total_sent_finished = sum(c["sent"] for r in reports.values() for c in r["conns"])
     total_received = sum(len(v) for v in received.values())
     received.clear()  # the checker's own bookkeeping is not the library's memory
@@ -303,6 +315,8 @@ async def checker(args: argparse.Namespace) -> int:
         violations.append(f"{corrupted} corrupted messages")
     if unexplained:
         violations.append(f"{unexplained} messages missing with no disconnect to explain them")
+    if short_reported:
+        violations.append(f"{short_reported} direct connections lost more than they reported")
     if blocks_after > blocks_before * 1.2 + 20_000:
         violations.append(f"Python heap blocks: {blocks_before} before, {blocks_after} after")
     if fds_after > fds_before + 2:
@@ -313,9 +327,10 @@ async def checker(args: argparse.Namespace) -> int:
         "sent by workers that finished": total_sent_finished,
         "workers killed (SIGKILL)": kills, "listener restarts": restarts, "connections cut mid-frame": cuts[0],
         "lost with killed workers": lost_killed, "lost at disconnects (finished workers)": lost_at_drops,
-        "  of which counted by the senders (queued/half-written)": sum(
+        "  counted lost by the senders": sum(
             c["lost"] for r in reports.values() for c in r["conns"]),
-        "connections that lost more than they reported": short_reported,
+        "direct connections that lost more than they reported": short_reported,
+        "  (through the cutting proxy or a listener restart)": short_explained,
         "duplicates": duplicates, "reordered": reordered, "corrupted": corrupted,
         "fds before/after": f"{fds_before}/{fds_after}",
         "Python heap blocks before/after": f"{blocks_before}/{blocks_after}",

@@ -74,7 +74,9 @@ class Disconnected(MonitorEvent):
 
     peer_address: str
     reason: str
-    #: messages that were queued for this peer and are lost with it
+    #: messages lost with the connection: queued for a peer that is gone for
+    #: good, half-written, or written but never taken by the peer's kernel
+    #: (see "Delivery accounting" in docs/cancellation.rst)
     lost: int = 0
 
 

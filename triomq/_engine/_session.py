@@ -29,6 +29,7 @@ from .._zmtp._events import (
     Subscription,
 )
 from .._zmtp._frames import Buffer
+from ._accounting import WriteLog
 from ._core import SocketCore
 from ._monitor import Disconnected, FailureKind, HandshakeFailed, HandshakeSucceeded
 from ._pipe import Pipe, SubscriptionCommand
@@ -215,10 +216,13 @@ async def run_stream_session(
             )
         )
         session = _Session(core, stream, conn, pipe)
+        lost = pipe.lost
         try:
             reason = await session.run()
+            # the connection broke (we did not close it): what the peer's kernel
+            # never took is lost with it
+            pipe.lost += session.unconfirmed()
         finally:
-            lost = pipe.lost
             core.pipe_disconnected(pipe)
         logger.debug("%s: disconnected from %s: %s", endpoint, peer_address or "peer", reason)
         core.emit(Disconnected(endpoint, peer_address, reason, pipe.lost - lost))
@@ -273,6 +277,13 @@ class _Session:
         self._peer_timeout: float | None = None
         self._heartbeating = False
         self._nursery: trio.Nursery | None = None
+        #: the stream error that ended the connection, if one did
+        self._error: BaseException | None = None
+        self._writes = WriteLog.for_socket(stream.socket if type(stream) is trio.SocketStream else None)
+
+    def unconfirmed(self) -> int:
+        """Messages written whose bytes the peer never took (see _accounting)."""
+        return self._writes.unconfirmed(self._error) if self._writes is not None else 0
 
     # the pipe's link: subscriptions travel in the outgoing queue, in order
     def send_subscription(self, pipe: Pipe, topic: bytes, subscribe: bool) -> None:
@@ -315,6 +326,7 @@ class _Session:
             self.reason = str(exc)
         except _STREAM_ERRORS as exc:
             self.reason = _describe(exc)
+            self._error = exc
         nursery.cancel_scope.cancel()
 
     async def _read_loop(self) -> None:
@@ -382,6 +394,7 @@ class _Session:
         streaming = False
         # plain sockets get vectored writes for large messages (no join, no copy)
         sock = stream.socket if type(stream) is trio.SocketStream else None
+        writes = self._writes
         while True:
             if not outq:
                 core.pipe_flushed(pipe)
@@ -429,13 +442,18 @@ class _Session:
             try:
                 if sock is not None and len(out) > 2 and _worth_vectoring(out):
                     await _sendmsg_all(sock, out)
+                    nbytes = sum(map(len, out))
                 else:
-                    await stream.send_all(b"".join(out) if len(out) > 1 else out[0])
+                    data = b"".join(out) if len(out) > 1 else out[0]
+                    nbytes = len(data)
+                    await stream.send_all(data)
             except BaseException:
                 # whatever was taken off the queue and not fully written is lost
                 pipe.lost += messages
                 raise
             pipe.writing = False
+            if writes is not None:
+                writes.wrote(nbytes, messages)
 
     def _encode_control(self, item: object) -> bytes:
         conn = self.conn
