@@ -13,7 +13,8 @@ ZeroMQ loses them without a word. triomq asks the kernel instead:
   queue. A peer that closes with bytes unread makes our side see
   ECONNRESET; a clean end of file means it read everything. ``SIOCOUTQ``
   (bytes not yet read by the peer) is sampled as we write, so at an
-  ECONNRESET the messages after the last sample are counted as lost.
+  ECONNRESET the messages after the last sample are counted as lost (an
+  over-count by what the peer read since then).
 
 A write's messages are counted together: a break in the middle of one write
 counts all of that write's messages (at most ``WRITE_BATCH``) as lost, so the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Awaitable, Callable
 
 import attrs
@@ -49,6 +50,8 @@ ZERO_COPY_SIZE = 64 * 1024
 #: and when their buffers average at least this much (else a join is cheaper)
 VECTOR_MIN_AVERAGE = 8 * 1024
 _IOV_MAX = 1024
+#: a reader that finds data at every read still yields after this many
+_READS_PER_YIELD = 8
 
 
 def _worth_vectoring(out: list[Buffer]) -> bool:
@@ -57,12 +60,32 @@ def _worth_vectoring(out: list[Buffer]) -> bool:
     return total >= ZERO_COPY_SIZE and total >= len(out) * VECTOR_MIN_AVERAGE
 
 
-async def _sendmsg_all(sock: trio.socket.SocketType, buffers: list[Buffer]) -> None:
-    """Write every buffer with vectored sends, however the kernel splits them."""
-    views = [memoryview(b) for b in buffers if len(b)]  # (empty frames have empty bodies)
+async def _write_all(sock: trio.socket.SocketType, buffers: list[Buffer]) -> None:
+    """Write every buffer (vectored, however the kernel splits them).
+
+    Straight to the non-blocking descriptor: a write that the kernel takes at
+    once costs no schedule point (trio's socket methods yield after each
+    call). It waits only when the kernel's buffer is full.
+    """
+    fd = sock.fileno()
+    if len(buffers) == 1:
+        data = buffers[0]
+        try:
+            sent = os.write(fd, data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        views = [memoryview(data)[sent:]]
+    else:
+        views = [memoryview(b) for b in buffers if len(b)]  # (empty frames have empty bodies)
     i = 0
     while i < len(views):
-        sent = await sock.sendmsg(views[i : i + _IOV_MAX])
+        try:
+            sent = os.writev(fd, views[i : i + _IOV_MAX])
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+            continue
         while sent:
             n = views[i].nbytes
             if sent >= n:
@@ -340,6 +363,10 @@ class _Session:
         current_time = trio.current_time
         read_messages = conn.read_messages
         wanted = conn.bytes_wanted
+        sock = stream.socket if type(stream) is trio.SocketStream else None
+        fd = sock.fileno() if sock is not None else -1
+        wait_readable = trio.lowlevel.wait_readable
+        unyielded = 0
         while True:
             # events first: frames that came in with the handshake are already buffered
             while True:
@@ -380,7 +407,23 @@ class _Session:
                 elif isinstance(event, ConnectionClosed):
                     raise _SessionEnded("peer closed the connection")
             # a large frame being gathered is read in one go where the kernel allows
-            data = await stream.receive_some(max(RECEIVE_SIZE, min(wanted(), MAX_RECEIVE_SIZE)))
+            size = max(RECEIVE_SIZE, min(wanted(), MAX_RECEIVE_SIZE))
+            if fd < 0:
+                data = await stream.receive_some(size)
+            else:
+                # straight from the non-blocking descriptor: data that is there
+                # costs no schedule point (trio's recv yields after each call);
+                # a flood still yields every few reads
+                try:
+                    data = os.read(fd, size)
+                except BlockingIOError:
+                    await wait_readable(fd)
+                    unyielded = 0
+                    continue
+                unyielded += 1
+                if unyielded >= _READS_PER_YIELD:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    unyielded = 0
             self._last_received = current_time()
             conn.receive_data(data)
 
@@ -440,9 +483,13 @@ class _Session:
                 encode_into(out, batch)
             streaming = count > 1
             try:
-                if sock is not None and len(out) > 2 and _worth_vectoring(out):
-                    await _sendmsg_all(sock, out)
-                    nbytes = sum(map(len, out))
+                if sock is not None:
+                    if len(out) > 2 and _worth_vectoring(out):
+                        nbytes = sum(map(len, out))
+                    else:
+                        out = [b"".join(out) if len(out) > 1 else out[0]]
+                        nbytes = len(out[0])
+                    await _write_all(sock, out)
                 else:
                     data = b"".join(out) if len(out) > 1 else out[0]
                     nbytes = len(data)
