@@ -33,7 +33,8 @@ import fcntl
 import socket
 import struct
 import sys
-from collections import deque
+from array import array
+from bisect import bisect_right
 
 import trio
 
@@ -65,7 +66,10 @@ class WriteLog:
     def __init__(self, sock: trio.socket.SocketType) -> None:
         self._sock = sock
         self._written = 0  # bytes written since the log began
-        self._log: deque[tuple[int, int]] = deque()  # (end offset, messages) per write
+        # per write: its end offset and its messages (arrays of machine ints: no
+        # object per entry for the garbage collector to walk, on every connection)
+        self._ends = array("q")
+        self._counts = array("q")
         self._confirmed = 0  # bytes the peer is known to have taken
         self._tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         # bytes_acked counts from the connection's start; what was written before
@@ -90,9 +94,9 @@ class WriteLog:
         self._written += nbytes
         if not messages:
             return
-        log = self._log
-        log.append((self._written, messages))
-        if len(log) >= self._every:
+        self._ends.append(self._written)
+        self._counts.append(messages)
+        if len(self._ends) >= self._every:
             self._sample()
 
     def _sample(self) -> None:
@@ -106,9 +110,10 @@ class WriteLog:
         except OSError:
             return
         self._confirmed = max(self._confirmed, confirmed)
-        log = self._log
-        while log and log[0][0] <= self._confirmed:
-            log.popleft()
+        done = bisect_right(self._ends, self._confirmed)
+        if done:
+            del self._ends[:done]
+            del self._counts[:done]
 
     def unconfirmed(self, error: BaseException | None) -> int:
         """Messages written that the peer's kernel never took, after the
@@ -119,4 +124,4 @@ class WriteLog:
             return 0  # a clean end of file: the peer read all we sent before it closed
         # else the peer closed with bytes unread (we see ECONNRESET or EPIPE) and
         # they were discarded: what we last saw unread is lost
-        return sum(n for end, n in self._log if end > self._confirmed)
+        return sum(self._counts[bisect_right(self._ends, self._confirmed) :])
