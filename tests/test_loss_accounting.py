@@ -181,3 +181,53 @@ async def test_a_peer_that_read_everything_loses_nothing(
                 assert gone.lost == 0
                 assert push.statistics().lost == 0
 
+
+
+async def test_tls_reset_reports_what_the_peer_never_acknowledged() -> None:
+    """Over TLS, records add bytes: the peer's kernel holds ciphertext, of which
+    every SIZE bytes carry at most one message."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    listener = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    with trio.fail_after(20), listener:
+        async with triomq.open_socket(triomq.PUSH, sndhwm=COUNT, linger=0, ssl_context=client_ctx) as push:
+            async with push.monitor() as events:
+                await push.connect("tls://127.0.0.1:%d" % listener.getsockname()[1])
+                raw, _ = await listener.accept()
+                listener.close()
+                tls = trio.SSLStream(trio.SocketStream(raw), server_ctx, server_side=True)
+                await tls.do_handshake()
+                conn = ZMTPConnection(SocketType.PULL, NullMechanism())
+                await tls.send_all(conn.data_to_send())
+                while True:
+                    conn.receive_data(await tls.receive_some(1))
+                    event = conn.next_event()
+                    if out := conn.data_to_send():
+                        await tls.send_all(out)
+                    if isinstance(event, HandshakeComplete):
+                        break
+                assert push.send_many_nowait([[b"x" * SIZE] for _ in range(COUNT)]) == COUNT
+                await _stalled(push)
+                # acknowledged ciphertext that waits unread: at most this many messages
+                unread = len(await raw.recv(1 << 20, socket.MSG_PEEK))
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                raw.close()
+                gone = await wait_for_event(events, triomq.Disconnected)
+                assert isinstance(gone, triomq.Disconnected)
+                queued = push.statistics().queued_out
+        written = COUNT - queued
+        lost_at_least = written - unread // SIZE
+        assert lost_at_least > 0
+        # records cost a few dozen bytes each, so the ciphertext carries a few
+        # messages fewer than unread // SIZE
+        assert lost_at_least <= gone.lost <= lost_at_least + ONE_WRITE + 4, (lost_at_least, gone.lost, unread, queued)

@@ -9,6 +9,9 @@ ZeroMQ loses them without a word. triomq asks the kernel instead:
   peer's kernel acknowledged, even after a reset. Every write is logged as
   (end offset, messages); at a break, the messages whose bytes were not all
   acknowledged are counted as lost.
+* over TLS on TCP, the same, with each write's end offset read off the
+  kernel (acknowledged + still queued bytes) once the write is handed over,
+  since records add bytes of their own.
 * over Unix sockets, the peer's kernel holds our unread bytes in its own
   queue. A peer that closes with bytes unread makes our side see
   ECONNRESET; a clean end of file means it read everything. ``SIOCOUTQ``
@@ -21,9 +24,8 @@ counts all of that write's messages (at most ``WRITE_BATCH``) as lost, so the
 figure can exceed the true loss by part of one write, never fall below what
 the kernel can tell. Bytes the peer's kernel acknowledged but its
 application never read (a peer killed with a full receive buffer) cannot be
-seen from here. TLS streams are not accounted (record framing hides the
-mapping from plaintext to acknowledged bytes); elsewhere, and off Linux,
-only a half-done write is counted.
+seen from here. Elsewhere (inproc has no kernel buffers; off Linux), only
+queued and half-done writes are counted.
 """
 
 from __future__ import annotations
@@ -63,8 +65,11 @@ class WriteLog:
     """Logs a connection's writes and tells, at its end, how many messages
     the peer cannot have received."""
 
-    def __init__(self, sock: trio.socket.SocketType) -> None:
+    def __init__(self, sock: trio.socket.SocketType, *, encrypted: bool = False) -> None:
         self._sock = sock
+        #: a TLS stream writes more bytes than it is given: each write's end is
+        #: then read off the kernel (acknowledged + still queued), not counted
+        self._encrypted = encrypted
         self._written = 0  # bytes written since the log began
         # per write: its end offset and its messages (arrays of machine ints: no
         # object per entry for the garbage collector to walk, on every connection)
@@ -74,24 +79,36 @@ class WriteLog:
         self._tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         # bytes_acked counts from the connection's start; what was written before
         # the log began (the handshake) is acknowledged or still queued
-        self._base = _bytes_acked(sock) + _outq(sock) if self._tcp else 0
+        self._base = _bytes_acked(sock) + _outq(sock) if self._tcp and not encrypted else 0
         #: TCP's figure outlives the connection, so it is read now and then;
         #: a Unix socket's only while connected, so it is read at every write
         self._every = _TRIM_EVERY if self._tcp else 1
 
     @classmethod
-    def for_socket(cls, sock: trio.socket.SocketType | None) -> WriteLog | None:
-        """A log for *sock*, or None where the kernel cannot tell."""
-        if sock is None or not sys.platform.startswith("linux"):
+    def for_stream(cls, stream: trio.abc.Stream) -> WriteLog | None:
+        """A log for *stream*, or None where the kernel cannot tell."""
+        if not sys.platform.startswith("linux"):
+            return None
+        encrypted = False
+        if isinstance(stream, trio.SSLStream) and type(stream.transport_stream) is trio.SocketStream:
+            stream, encrypted = stream.transport_stream, True
+        if type(stream) is not trio.SocketStream:
             return None
         try:
-            return cls(sock)
+            log = cls(stream.socket, encrypted=encrypted)
         except (OSError, AttributeError):
             return None
+        return None if encrypted and not log._tcp else log
 
     def wrote(self, nbytes: int, messages: int) -> None:
         """Record one complete write of *messages* messages in *nbytes* bytes."""
-        self._written += nbytes
+        if self._encrypted:
+            try:
+                self._written = _bytes_acked(self._sock) + _outq(self._sock)
+            except OSError:
+                return
+        else:
+            self._written += nbytes
         if not messages:
             return
         self._ends.append(self._written)

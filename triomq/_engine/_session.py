@@ -304,7 +304,7 @@ class _Session:
         self._nursery: trio.Nursery | None = None
         #: the stream error that ended the connection, if one did
         self._error: BaseException | None = None
-        self._writes = WriteLog.for_socket(stream.socket if type(stream) is trio.SocketStream else None)
+        self._writes = WriteLog.for_stream(stream)
 
     def unconfirmed(self) -> int:
         """Messages written whose bytes the peer never took (see _accounting)."""
