@@ -178,6 +178,9 @@ class Pipe:
     peer_address: str = ""
     #: shared with the socket: the pipe the last message was read from
     last_read: Any = None
+    #: set by an idle engine: writes a message at once, if it may (returns
+    #: True if it took the message); None while the engine is busy or absent
+    direct: Callable[[Msg], bool] | None = None
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "terminating" if self.terminating else "pending"
@@ -200,7 +203,7 @@ class Pipe:
         spool = self.spool
         if spool is not None and (spool or not self.outq.writable()):
             spool.append(msg)
-        else:
+        elif self.direct is None or self.outq or not self.direct(msg):
             self.outq.put(msg)
 
     def room(self) -> int:
