@@ -80,8 +80,13 @@ def fanout(lib: str, transport: str, size: int, count: int, subs: int) -> float:
     assert pub.stdin is not None
     pub.stdin.write("\n")
     pub.stdin.flush()
-    for p in [pub, *sub_procs]:
-        p.wait(120)
+    try:
+        for p in [pub, *sub_procs]:
+            p.wait(120)
+    finally:
+        for p in [pub, *sub_procs]:
+            if p.poll() is None:
+                p.kill()
     return sum(float(r["count"]) / float(r["seconds"]) for r in results)  # type: ignore[arg-type]
 
 

@@ -96,7 +96,9 @@ def run_zmq(role: str, endpoint: str, count: int, size: int, subs: int, curve: b
             sock.recv()
             times.append(time.perf_counter() - t)
         report(count=count, seconds=sum(times), median=sorted(times)[len(times) // 2])
-    sock.close()
+    # a SUB's close could otherwise wait on a publisher that is gone; senders
+    # must linger until their messages are out
+    sock.close(linger=0 if role == "sub" else None)
     ctx.term()
 
 
