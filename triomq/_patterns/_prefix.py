@@ -78,6 +78,11 @@ class PrefixIndex:
                     gone.append(prefix)
         return gone
 
+    @property
+    def matches_all(self) -> bool:
+        """True if the empty prefix is subscribed: every message matches."""
+        return bool(self._lengths) and self._lengths[0] == 0
+
     def matches(self, data: bytes) -> bool:
         """True if any subscription is a prefix of *data*."""
         by_len = self._by_len

@@ -234,6 +234,27 @@ class Sub(Pattern):
                 return msg
             self.filtered += 1
 
+    def recv_batch(self, max_messages: int) -> list[Msg]:
+        """Messages in bulk from the fair queue, filtered in one pass."""
+        out: list[Msg] = []
+        if self._put_back:
+            out.append(self._put_back.pop())
+        fq = self._fq
+        filt = self.filter
+        while len(out) < max_messages:
+            got: list[Msg] = []
+            fq.recv_batch(got, max_messages - len(out))
+            if not got:
+                break
+            if filt.matches_all:
+                out.extend(got)
+                continue
+            matches = filt.matches
+            kept = [msg for msg in got if matches(msg[0])]
+            self.filtered += len(got) - len(kept)
+            out.extend(kept)
+        return out
+
 
 class XSub(Sub):
     """A SUB whose application sends subscriptions as messages (``\\x01topic`` / ``\\x00topic``),
@@ -241,6 +262,9 @@ class XSub(Sub):
 
     socket_type = SocketType.XSUB
     sends = True
+    # no filtering: the fair queue's bulk path as it is
+    bulk_receive = True
+    recv_batch = Pattern.recv_batch
 
     def send(self, msg: Msg) -> bool:
         first = msg[0]
