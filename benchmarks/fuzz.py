@@ -103,7 +103,10 @@ def feed_connection(make: Callable[[], ZMTPConnection], data: bytes, rng: random
         step = rng.randint(1, 64)
         conn.receive_data(data[pos : pos + step])
         pos += step
+        bulk = rng.random() < 0.5  # the session's fast path first, as it reads
         for _ in range(10_000):
+            if bulk:
+                conn.read_messages([], rng.randint(1, 8))
             if conn.next_event() is NEED_DATA:
                 break
         else:

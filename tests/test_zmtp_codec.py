@@ -312,6 +312,39 @@ def test_bulk_message_decoding_matches_event_decoding(messages: list[list[bytes]
     assert got == messages
 
 
+@settings(max_examples=200)
+@given(st.lists(frames_st, min_size=1, max_size=8), st.integers(0, 1200), st.data())
+def test_bulk_decoding_enforces_maxmsgsize_like_event_decoding(  # type: ignore[no-untyped-def]
+    messages: list[list[bytes]], limit: int, data
+) -> None:
+    """With a maxmsgsize, the fast path hands the same messages over and leaves
+    the first oversized one to next_event, which refuses it, as the event path does."""
+
+    def decode(bulk: bool) -> tuple[list[list[bytes]], str | None]:
+        a = ZMTPConnection(SocketType.PUSH, NullMechanism())
+        b = ZMTPConnection(SocketType.PULL, NullMechanism(), maxmsgsize=limit)
+        pump(a, b)
+        got: list[list[bytes]] = []
+        b.receive_data(b"".join(a.encode_message(m) for m in messages))
+        try:
+            while True:
+                if bulk:
+                    b.read_messages(got, data.draw(st.integers(1, 4)))
+                event = b.next_event()
+                if event is NEED_DATA:
+                    return got, None
+                assert isinstance(event, Message)
+                got.append(event.frames)
+        except RemoteProtocolError as exc:
+            return got, str(exc)
+
+    expected = decode(bulk=False)
+    assert decode(bulk=True) == expected
+    fitting = [m for m in messages[: len(expected[0])]]
+    assert expected[0] == fitting
+    assert all(sum(map(len, m)) <= limit for m in fitting)
+
+
 def test_bulk_decoding_gathers_a_large_frame_in_pieces() -> None:
     a, b = connected_pair()
     big = bytes(range(256)) * 4096  # 1 MiB

@@ -244,7 +244,37 @@ class FrameDecoder:
         pos = self._pos
         end = len(buf)
         count = 0
+        append = out.append
+        # frames under 256 bytes that are not commands (flags byte 0 or MORE),
+        # the bulk of most traffic, get a tight loop; the rest the general one
+        cap = (1 << 62) if max_size is None else max_size
         while count < limit:
+            while end - pos >= 2:
+                flags = buf[pos]
+                if flags > MORE:
+                    break
+                fsize = buf[pos + 1]
+                stop = pos + 2 + fsize
+                if stop > end or size + fsize > cap:
+                    break
+                body = buf[pos + 2 : stop]
+                pos = stop
+                if flags:
+                    parts.append(body)
+                    size += fsize
+                    continue
+                if parts:
+                    parts.append(body)
+                    append(parts)
+                    parts = []
+                else:
+                    append([body])
+                size = 0
+                count += 1
+                if count >= limit:
+                    break
+            if count >= limit:
+                break
             if end - pos < 2:
                 break
             flags = buf[pos]
