@@ -11,6 +11,11 @@ Roles:
   req    ENDPOINT COUNT SIZE  connect REQ, time COUNT round trips
 
 With LIB "triomq-batch", push/pull use the batch calls (send_many/recv_many).
+With LIB "triomq-nowait", rep/req send with send_nowait (no schedule point;
+recv is the checkpoint), as a request/reply loop may.
+With LIB "trio-raw", rep/req are the floor of a request/reply round trip for
+any Trio program: raw non-blocking tcp sockets on a Trio loop, no ZMTP, each
+side waking once per message (the bytes of a REQ's 64-byte request).
 Options after the positional ones: --curve (CURVE encryption on both sides).
 """
 
@@ -119,6 +124,7 @@ async def run_triomq(role: str, lib: str, endpoint: str, count: int, size: int, 
     import triomq
 
     batch = lib == "triomq-batch"
+    nowait = lib == "triomq-nowait"
     kind = {"pull": triomq.PULL, "push": triomq.PUSH, "sub": triomq.SUB, "pub": triomq.XPUB,
             "rep": triomq.REP, "req": triomq.REQ}[role]
     options: dict[str, object] = {}
@@ -173,8 +179,12 @@ async def run_triomq(role: str, lib: str, endpoint: str, count: int, size: int, 
             report(done=True)
             await trio.to_thread.run_sync(sys.stdin.readline)
         elif role == "rep":
-            for _ in range(count):
-                await sock.send_multipart(await sock.recv_multipart())
+            if nowait:
+                for _ in range(count):
+                    sock.send_multipart_nowait(await sock.recv_multipart())
+            else:
+                for _ in range(count):
+                    await sock.send_multipart(await sock.recv_multipart())
         elif role == "req":
             for _ in range(100):
                 await sock.send(payload)
@@ -182,10 +192,56 @@ async def run_triomq(role: str, lib: str, endpoint: str, count: int, size: int, 
             times = []
             for _ in range(count):
                 t = time.perf_counter()
-                await sock.send(payload)
+                if nowait:
+                    sock.send_nowait(payload)
+                else:
+                    await sock.send(payload)
                 await sock.recv()
                 times.append(time.perf_counter() - t)
             report(count=count, seconds=sum(times), median=sorted(times)[len(times) // 2])
+
+
+async def run_raw(role: str, endpoint: str, count: int, size: int) -> None:
+    """REQ/REP's floor on Trio: echo raw bytes over tcp, one wake-up per side per message."""
+    import os
+    import socket
+
+    import trio
+
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    if role == "rep":
+        listener = socket.socket()
+        listener.bind((host, 0 if port == "*" else int(port)))
+        listener.listen()
+        report(ready=True, endpoint=f"tcp://{host}:{listener.getsockname()[1]}")
+        conn, _ = await trio.to_thread.run_sync(listener.accept)
+        listener.close()
+    else:
+        conn = socket.create_connection((host, int(port)))
+    conn.setblocking(False)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    fd = conn.fileno()
+    if role == "rep":
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            os.write(fd, data)
+    else:
+        request = b"\x01\x00\x00" + bytes([size]) + b"x" * size  # delimiter + body frames
+        times = []
+        for i in range(count + 100):
+            t = time.perf_counter()
+            os.write(fd, request)
+            got = 0
+            while got < len(request):
+                await trio.lowlevel.wait_readable(fd)
+                got += len(os.read(fd, 65536))
+            if i >= 100:
+                times.append(time.perf_counter() - t)
+        report(count=count, seconds=sum(times), median=sorted(times)[len(times) // 2])
+    conn.close()
 
 
 async def run_inproc(lib: str, count: int, size: int) -> None:
@@ -235,6 +291,10 @@ def main() -> None:
     subs = int(args[5]) if len(args) > 5 else 1
     if lib == "pyzmq":
         run_zmq(role, endpoint, count, size, subs, curve)
+    elif lib == "trio-raw":
+        import trio
+
+        trio.run(run_raw, role, endpoint, count, size)
     else:
         import trio
 
