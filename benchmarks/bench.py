@@ -222,13 +222,11 @@ def main(argv: list[str] | None = None) -> int:
             )
     if "latency" in args.groups:
         count = int(20_000 * scale)
-        # pyzmq's figure is measured once and compared with three ways on Trio:
-        # triomq with send/recv, triomq with send_nowait/recv (no schedule point
-        # on sending), and the floor of any Trio program (raw sockets, no ZMTP)
+        # pyzmq's figure is measured once and compared with triomq and with the
+        # floor of any Trio program (raw sockets, no ZMTP)
         theirs = median_of(runs, lambda: latency(PYZMQ, "tcp", 64, count)) if zmq_ok else 0.0
         for name, lib in (
             ("REQ/REP round trip tcp 64 B (median)", "triomq"),
-            ("REQ/REP round trip tcp 64 B, send_nowait (median)", "triomq-nowait"),
             ("floor: raw echo on a Trio loop, tcp 68 B, no ZMTP (median)", "trio-raw"),
         ):
             both(name, lambda: latency(lib, "tcp", 64, count), lambda: theirs, "latency")

@@ -11,8 +11,6 @@ Roles:
   req    ENDPOINT COUNT SIZE  connect REQ, time COUNT round trips
 
 With LIB "triomq-batch", push/pull use the batch calls (send_many/recv_many).
-With LIB "triomq-nowait", rep/req send with send_nowait (no schedule point;
-recv is the checkpoint), as a request/reply loop may.
 With LIB "trio-raw", rep/req are the floor of a request/reply round trip for
 any Trio program: raw non-blocking tcp sockets on a Trio loop, no ZMTP, each
 side waking once per message (the bytes of a REQ's 64-byte request).
@@ -124,7 +122,6 @@ async def run_triomq(role: str, lib: str, endpoint: str, count: int, size: int, 
     import triomq
 
     batch = lib == "triomq-batch"
-    nowait = lib == "triomq-nowait"
     kind = {"pull": triomq.PULL, "push": triomq.PUSH, "sub": triomq.SUB, "pub": triomq.XPUB,
             "rep": triomq.REP, "req": triomq.REQ}[role]
     options: dict[str, object] = {}
@@ -179,12 +176,8 @@ async def run_triomq(role: str, lib: str, endpoint: str, count: int, size: int, 
             report(done=True)
             await trio.to_thread.run_sync(sys.stdin.readline)
         elif role == "rep":
-            if nowait:
-                for _ in range(count):
-                    sock.send_multipart_nowait(await sock.recv_multipart())
-            else:
-                for _ in range(count):
-                    await sock.send_multipart(await sock.recv_multipart())
+            for _ in range(count):
+                await sock.send_multipart(await sock.recv_multipart())
         elif role == "req":
             for _ in range(100):
                 await sock.send(payload)
@@ -192,10 +185,7 @@ async def run_triomq(role: str, lib: str, endpoint: str, count: int, size: int, 
             times = []
             for _ in range(count):
                 t = time.perf_counter()
-                if nowait:
-                    sock.send_nowait(payload)
-                else:
-                    await sock.send(payload)
+                await sock.send(payload)
                 await sock.recv()
                 times.append(time.perf_counter() - t)
             report(count=count, seconds=sum(times), median=sorted(times)[len(times) // 2])
