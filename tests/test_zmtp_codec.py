@@ -26,7 +26,7 @@ from triomq._zmtp._events import (
     Pong,
     Subscription,
 )
-from triomq._zmtp._frames import COMMAND, MORE, FrameDecoder, encode_frame, encode_message
+from triomq._zmtp._frames import COMMAND, MORE, SCRATCH_MAX, FrameDecoder, encode_frame, encode_message
 from triomq._zmtp._greeting import GREETING_SIZE, decode_greeting_untrusted, encode_greeting
 
 frames_st = st.lists(st.binary(max_size=600), min_size=1, max_size=6)
@@ -364,3 +364,83 @@ def test_bulk_decoding_leaves_invalid_frames_to_next_event() -> None:
     assert got == [[b"ok"]]
     with pytest.raises(RemoteProtocolError, match="top bit"):
         b.next_event()
+
+
+# ---------------------------------------------------------------- large frames read into a buffer
+
+
+def _decode_with_gathering(wire: bytes, cuts: list[int], use_buffer: list[bool]) -> list[tuple[int, bytes]]:
+    """Decode *wire* read in pieces, as the session does: while a large frame is
+    gathered, a read goes into gather_buffer() when *use_buffer* says so."""
+    dec = FrameDecoder()
+    frames: list[tuple[int, bytes]] = []
+    pos = 0
+    step = 0
+    while pos < len(wire) or dec.wanted:
+        cut = cuts[step % len(cuts)]
+        view = dec.gather_buffer() if use_buffer[step % len(use_buffer)] else None
+        if view is not None:
+            n = min(len(view), cut, len(wire) - pos)
+            view[:n] = wire[pos : pos + n]
+            dec.gathered(n)
+        else:
+            n = min(cut, len(wire) - pos)
+            dec.feed(wire[pos : pos + n])
+        pos += n
+        step += 1
+        while (frame := dec.next_frame()) is not None:
+            frames.append(frame)
+        if n == 0:
+            break
+    return frames
+
+
+@settings(max_examples=60, deadline=None)  # (a megabyte read 64 bytes at a time is slow)
+@given(
+    st.lists(st.sampled_from([10, 255, 70_000, 300_000]), min_size=1, max_size=5),
+    st.lists(st.integers(64, 200_000), min_size=1, max_size=6),
+    st.lists(st.booleans(), min_size=1, max_size=4),
+)
+def test_large_frames_read_into_the_gather_buffer_decode_the_same(
+    sizes: list[int], cuts: list[int], use_buffer: list[bool]
+) -> None:
+    bodies = [bytes([i]) * n for i, n in enumerate(sizes)]
+    wire = b"".join(encode_frame(b, MORE if i < len(bodies) - 1 else 0) for i, b in enumerate(bodies))
+    frames = _decode_with_gathering(wire, cuts, use_buffer)
+    assert [body for _, body in frames] == bodies
+    assert [flags for flags, _ in frames] == [MORE] * (len(bodies) - 1) + [0]
+
+
+def test_gather_buffer_only_while_a_large_frame_is_incomplete() -> None:
+    dec = FrameDecoder()
+    assert dec.gather_buffer() is None
+    body = bytes(range(256)) * 1024  # 256 KiB
+    wire = encode_frame(body)
+    dec.feed(wire[:1000])
+    assert dec.next_frame() is None
+    view = dec.gather_buffer()
+    assert view is not None and len(view) == len(wire) - 1000
+    assert dec.wanted == len(view)
+    with pytest.raises(ValueError):
+        dec.gathered(len(view) + 1)
+    view[:] = wire[1000:]
+    del view
+    dec.gathered(len(wire) - 1000)
+    assert dec.next_frame() == (0, body)
+    assert dec.gather_buffer() is None and dec.wanted == 0
+    # the buffer went back to the pool: the next large frame reuses it, and the
+    # frame already handed out is not disturbed
+    dec.feed(encode_frame(b"\xff" * len(body))[:10])
+    assert dec.next_frame() is None
+    view = dec.gather_buffer()
+    assert view is not None
+    view[:] = b"\xff" * len(view)
+    assert body == bytes(range(256)) * 1024
+
+
+def test_frames_above_the_buffer_limit_are_fed_in_pieces() -> None:
+    dec = FrameDecoder()
+    dec.feed(encode_frame(b"x" * (SCRATCH_MAX + 1))[:100])
+    assert dec.next_frame() is None
+    assert dec.wanted > 0
+    assert dec.gather_buffer() is None

@@ -384,6 +384,7 @@ class _Session:
         current_time = trio.current_time
         read_messages = conn.read_messages
         wanted = conn.bytes_wanted
+        gather_buffer = conn.gather_buffer
         sock = stream.socket if type(stream) is trio.SocketStream else None
         fd = sock.fileno() if sock is not None else -1
         wait_readable = trio.lowlevel.wait_readable
@@ -436,8 +437,21 @@ class _Session:
                 # costs no schedule point (trio's recv yields after each call).
                 # A flood still yields every few reads, and a bulk read at once
                 # (the application drains its queue meanwhile: measured faster)
+                view = gather_buffer()
                 try:
-                    data = os.read(fd, size)
+                    if view is not None:
+                        # the rest of a large frame, straight into its buffer
+                        n = os.readv(fd, (view,))
+                        del view  # (the buffer goes back to a pool once the frame is whole)
+                        if n:
+                            conn.gathered(n)
+                            self._last_received = current_time()
+                            await trio.lowlevel.cancel_shielded_checkpoint()
+                            unyielded = 0
+                            continue
+                        data = b""
+                    else:
+                        data = os.read(fd, size)
                 except BlockingIOError:
                     await wait_readable(fd)
                     unyielded = 0

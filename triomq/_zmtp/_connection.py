@@ -340,6 +340,18 @@ class ZMTPConnection:
         a hint for how much the I/O layer could usefully read at once."""
         return self._decoder.wanted
 
+    def gather_buffer(self) -> memoryview | None:
+        """Memory to read the rest of a large arriving frame into, or None: an
+        I/O layer that can read into memory reads there, then calls :meth:`gathered`
+        (instead of :meth:`receive_data`). Saves a copy and fresh memory per frame."""
+        if self._eof:
+            return None
+        return self._decoder.gather_buffer()
+
+    def gathered(self, n: int) -> None:
+        """*n* bytes were read into :meth:`gather_buffer`."""
+        self._decoder.gathered(n)
+
     def read_messages(self, out: list[list[bytes]], limit: int) -> None:
         """Decode up to *limit* whole data messages into *out*, without events.
 

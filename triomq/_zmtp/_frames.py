@@ -70,6 +70,25 @@ def encode_message(frames: Sequence[Buffer]) -> bytes:
 
 #: a frame body at least this large is gathered in pieces, not by re-copying the buffer
 _BIG_FRAME = 64 * 1024
+#: a big frame up to this size can be read straight into a buffer that is
+#: reused for later frames (see FrameDecoder.gather_buffer)
+SCRATCH_MAX = 4 * 1024 * 1024
+_SCRATCH_UNIT = 1024 * 1024
+#: buffers free for the next big frame of any connection (a few, so memory stays bounded)
+_scratch_pool: list[bytearray] = []
+_SCRATCH_POOL_SIZE = 4
+
+
+def _take_scratch(size: int) -> bytearray:
+    for i, buf in enumerate(_scratch_pool):
+        if len(buf) >= size:
+            return _scratch_pool.pop(i)
+    return bytearray(-(-size // _SCRATCH_UNIT) * _SCRATCH_UNIT)
+
+
+def _give_back_scratch(buf: bytearray) -> None:
+    if len(_scratch_pool) < _SCRATCH_POOL_SIZE:
+        _scratch_pool.append(buf)
 
 
 class FrameDecoder:
@@ -84,17 +103,23 @@ class FrameDecoder:
     The buffer is an immutable ``bytes`` with a read position: fed chunks are
     used as they are when nothing is left over, frame bodies are sliced out
     with one copy, and a large frame that arrives in pieces is gathered in a
-    list and joined once.
+    list and joined once. An I/O layer that can read into memory may instead
+    read the rest of a large frame straight into :meth:`gather_buffer` (a
+    buffer reused from frame to frame, from a small pool shared by all
+    connections: no join, and no fresh memory for the kernel to fill each
+    time) and report it with :meth:`gathered`.
     """
 
     __slots__ = (
         "_buf",
+        "_filled",
         "_flags",
         "_need",
         "_pieces",
         "_pieces_size",
         "_pos",
         "_ready",
+        "_scratch",
         "max_frame_size",
     )
 
@@ -108,11 +133,24 @@ class FrameDecoder:
         self._flags = 0
         #: a large frame gathered from pieces, waiting to be taken
         self._ready: tuple[int, bytes] | None = None
+        #: the pooled buffer a large frame is being read into, and how much of
+        #: the frame it holds; -1 when not gathering into it
+        self._scratch: bytearray | None = None
+        self._filled = -1
         self.max_frame_size = max_frame_size
 
     def feed(self, data: Buffer) -> None:
         """Add bytes received from the peer."""
         data = bytes(data) if type(data) is not bytes else data
+        if self._filled >= 0:
+            view = self.gather_buffer()
+            assert view is not None  # (gathering into the buffer already)
+            n = min(len(view), len(data))
+            view[:n] = data[:n]
+            self.gathered(n)
+            if n < len(data):
+                self.feed(data[n:])
+            return
         if self._pieces:
             pieces = self._pieces
             pieces.append(data)
@@ -154,13 +192,53 @@ class FrameDecoder:
     @property
     def wanted(self) -> int:
         """Bytes still missing from a large frame being gathered (0 if none)."""
+        if self._filled >= 0:
+            return self._need - self._filled
         return self._need - self._pieces_size if self._pieces else 0
 
     @property
     def buffered(self) -> int:
         """How many received bytes are not yet decoded."""
         ready = len(self._ready[1]) if self._ready is not None else 0
-        return len(self._buf) - self._pos + self._pieces_size + ready
+        gathered = max(self._filled, 0)
+        return len(self._buf) - self._pos + self._pieces_size + gathered + ready
+
+    def gather_buffer(self) -> memoryview | None:
+        """Where the rest of a large frame being gathered may be read to, or None.
+
+        The caller reads at most ``len()`` bytes into it (all belong to the
+        frame) and reports how many with :meth:`gathered`. Only frames up to
+        :data:`SCRATCH_MAX` bytes; larger ones are fed as usual.
+        """
+        if self._filled < 0:
+            if not self._pieces or self._need > SCRATCH_MAX:
+                return None
+            scratch = self._scratch = _take_scratch(self._need)
+            filled = 0
+            for piece in self._pieces:
+                scratch[filled : filled + len(piece)] = piece
+                filled += len(piece)
+            self._pieces = []
+            self._pieces_size = 0
+            self._filled = filled
+        assert self._scratch is not None
+        return memoryview(self._scratch)[self._filled : self._need]
+
+    def gathered(self, n: int) -> None:
+        """*n* more bytes of the large frame were read into :meth:`gather_buffer`."""
+        filled = self._filled + n
+        if not 0 <= self._filled <= filled <= self._need:
+            raise ValueError(f"gathered({n}) does not fit the frame being gathered")
+        self._filled = filled
+        if filled == self._need:
+            scratch = self._scratch
+            assert scratch is not None
+            self._ready = (self._flags, bytes(memoryview(scratch)[:filled]))
+            self._scratch = None
+            _give_back_scratch(scratch)
+            self._filled = -1
+            self._buf = b""
+            self._pos = 0
 
     def take(self, n: int) -> bytes | None:
         """Take exactly *n* raw bytes (used for the greeting), or None if fewer are buffered."""
@@ -183,7 +261,7 @@ class FrameDecoder:
         if self._ready is not None:
             frame, self._ready = self._ready, None
             return frame
-        if self._pieces:
+        if self._pieces or self._filled >= 0:
             return None
         buf = self._buf
         pos = self._pos
@@ -238,7 +316,7 @@ class FrameDecoder:
                 parts = []
                 size = 0
                 limit -= 1
-        if self._pieces:
+        if self._pieces or self._filled >= 0:
             return parts, size
         buf = self._buf
         pos = self._pos
