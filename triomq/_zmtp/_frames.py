@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Iterable, Sequence
 
 from .._errors import RemoteProtocolError
@@ -73,22 +74,33 @@ _BIG_FRAME = 64 * 1024
 #: a big frame up to this size can be read straight into a buffer that is
 #: reused for later frames (see FrameDecoder.gather_buffer)
 SCRATCH_MAX = 4 * 1024 * 1024
-_SCRATCH_UNIT = 1024 * 1024
-#: buffers free for the next big frame of any connection (a few, so memory stays bounded)
-_scratch_pool: list[bytearray] = []
+_SCRATCH_UNIT = 64 * 1024  # (sizes are rounded up to this, so buffers fit later frames)
+#: buffers free for the next big frame of any connection, a few per thread
+#: (so memory stays bounded, and loops in different threads never share one)
+_scratch = threading.local()
 _SCRATCH_POOL_SIZE = 4
 
 
+def _scratch_pool() -> list[bytearray]:
+    try:
+        pool: list[bytearray] = _scratch.pool
+    except AttributeError:
+        pool = _scratch.pool = []
+    return pool
+
+
 def _take_scratch(size: int) -> bytearray:
-    for i, buf in enumerate(_scratch_pool):
+    pool = _scratch_pool()
+    for i, buf in enumerate(pool):
         if len(buf) >= size:
-            return _scratch_pool.pop(i)
+            return pool.pop(i)
     return bytearray(-(-size // _SCRATCH_UNIT) * _SCRATCH_UNIT)
 
 
 def _give_back_scratch(buf: bytearray) -> None:
-    if len(_scratch_pool) < _SCRATCH_POOL_SIZE:
-        _scratch_pool.append(buf)
+    pool = _scratch_pool()
+    if len(pool) < _SCRATCH_POOL_SIZE:
+        pool.append(buf)
 
 
 class FrameDecoder:
