@@ -622,7 +622,7 @@ async def test_large_messages_from_several_peers_at_once_arrive_whole(endpoint: 
         async with triomq.open_socket(triomq.PULL) as pull:
             ep = await pull.bind(endpoint)
             async with triomq.open_socket(triomq.PUSH) as a, triomq.open_socket(triomq.PUSH) as b:
-                for sender, push in enumerate((a, b)):
+                for push in (a, b):
                     await push.connect(ep)
                 await pull.wait_peers(2)
                 async with trio.open_nursery() as nursery:
