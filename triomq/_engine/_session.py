@@ -389,8 +389,7 @@ class _Session:
         read_messages = conn.read_messages
         wanted = conn.bytes_wanted
         gather_buffer = conn.gather_buffer
-        sock = stream.socket if type(stream) is trio.SocketStream else None
-        fd = sock.fileno() if sock is not None else -1
+        fd = self._fd  # (-1 unless a plain socket: then reads go straight to it)
         wait_readable = trio.lowlevel.wait_readable
         unyielded = 0
         drained = False

@@ -365,23 +365,18 @@ class FrameDecoder:
                     break
             if count >= limit:
                 break
-            if end - pos < 2:
+            # what the tight loop left: a long data frame is handled here; a
+            # short one it stopped at is incomplete or over max_size, and a
+            # command or invalid flags are the slow path's business
+            if end - pos < 9:
                 break
             flags = buf[pos]
-            if flags & 0xFC:  # COMMAND, or invalid bits: the slow path's business
+            if flags & 0xFC or not flags & LONG:
                 break
-            if flags & LONG:
-                if end - pos < 9:
-                    break
-                fsize = int.from_bytes(buf[pos + 1 : pos + 9], "big")
-                if fsize >> 63:
-                    break
-                start = pos + 9
-            else:
-                fsize = buf[pos + 1]
-                start = pos + 2
-            if max_size is not None and size + fsize > max_size:
+            fsize = int.from_bytes(buf[pos + 1 : pos + 9], "big")
+            if fsize >> 63 or size + fsize > cap:
                 break
+            start = pos + 9
             stop = start + fsize
             if stop > end:
                 self._pos = pos
@@ -395,10 +390,10 @@ class FrameDecoder:
                 continue
             if parts:
                 parts.append(body)
-                out.append(parts)
+                append(parts)
                 parts = []
             else:
-                out.append([body])
+                append([body])
             size = 0
             count += 1
         self._pos = pos
