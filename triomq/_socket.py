@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, final
 
@@ -30,7 +30,7 @@ from ._engine._inproc import (
 )
 from ._engine._monitor import BindFailed, Listening, MessagesDropped, MonitorEvent, SwapCorrupted
 from ._engine._pgm_engine import multicast_role, run_multicast
-from ._engine._pipe import MessageQueue, Pipe
+from ._engine._pipe import Lender, MessageQueue, Pipe
 from ._engine._swap import Spool, SwapBudget
 from ._errors import EndpointError, StateError
 from ._mechanisms._select import check_security_options
@@ -157,6 +157,8 @@ class Socket(trio.abc.AsyncResource):
         self.pattern.wake_receivers = self.wake_receivers
         self.pattern.wake_senders = self.wake_senders
         self._pipes: set[Pipe] = set()
+        #: the engine whose connection a receiving task last read itself
+        self._lender: Lender | None = None
         self._binds: dict[str, _Bind] = {}
         self._connects: dict[str, _Connect] = {}
         self._monitors: list[trio.MemorySendChannel[MonitorEvent]] = []
@@ -418,10 +420,10 @@ class Socket(trio.abc.AsyncResource):
         if not messages:
             await trio.lowlevel.checkpoint()
             return 0
-        return await self._wait_for(self._send_lot, lambda: self.send_many_nowait(messages))
+        return await self._wait_for(self._send_lot.park, lambda: self.send_many_nowait(messages))
 
-    async def _wait_for(self, lot: trio.lowlevel.ParkingLot, attempt: Callable[[], _T]) -> _T:
-        """``attempt()`` now, or after each wake-up of *lot* until it stops raising
+    async def _wait_for(self, wait: Callable[[], Awaitable[object]], attempt: Callable[[], _T]) -> _T:
+        """``attempt()`` now, or after each ``wait()`` until it stops raising
         WouldBlock. A checkpoint; if cancelled, ``attempt`` never succeeded.
 
         (send_multipart and recv_multipart inline the same steps: they are the
@@ -436,7 +438,7 @@ class Socket(trio.abc.AsyncResource):
             await trio.lowlevel.cancel_shielded_checkpoint()
             return result
         while True:
-            await lot.park()
+            await wait()
             try:
                 return attempt()
             except trio.WouldBlock:
@@ -455,7 +457,12 @@ class Socket(trio.abc.AsyncResource):
         self._check_open()
         msg = self.pattern.recv()
         if msg is None:
-            raise trio.WouldBlock
+            if self._lender is None:
+                raise trio.WouldBlock
+            self._lender.read_nowait()
+            msg = self.pattern.recv()
+            if msg is None:
+                raise trio.WouldBlock
         self._received += 1
         return msg
 
@@ -465,7 +472,7 @@ class Socket(trio.abc.AsyncResource):
         directly (an XPUB's subscription reports). A checkpoint; if cancelled,
         nothing was consumed.
         """
-        return await self._wait_for(self._recv_lot, self._recv_with_peer_nowait)
+        return await self._wait_for(self._wait_to_receive, self._recv_with_peer_nowait)
 
     def _recv_with_peer_nowait(self) -> tuple[list[bytes], PeerInfo | None]:
         # the pattern reads from a pipe synchronously: the pipe it used is known
@@ -505,6 +512,9 @@ class Socket(trio.abc.AsyncResource):
         """
         self._check_open()
         out = self.pattern.recv_batch(max_messages)
+        if not out and self._lender is not None:
+            self._lender.read_nowait()
+            out = self.pattern.recv_batch(max_messages)
         if not out:
             raise trio.WouldBlock
         self._received += len(out)
@@ -515,7 +525,7 @@ class Socket(trio.abc.AsyncResource):
 
         One checkpoint for the whole batch. If cancelled, nothing was consumed.
         """
-        return await self._wait_for(self._recv_lot, lambda: self.recv_many_nowait(max_messages))
+        return await self._wait_for(self._wait_to_receive, lambda: self.recv_many_nowait(max_messages))
 
     def recv_nowait(self) -> bytes:
         """The next single-frame message now; see :meth:`recv`."""
@@ -539,12 +549,32 @@ class Socket(trio.abc.AsyncResource):
             await trio.lowlevel.cancel_shielded_checkpoint()
             return msg
         while True:
-            await self._recv_lot.park()
+            await self._wait_to_receive()
             self._check_open()
             msg = pattern.recv()
             if msg is not None:
                 self._received += 1
                 return msg
+
+    async def _wait_to_receive(self) -> None:
+        """Wait until a message may be there. With one connection, whose engine
+        lends it, this task reads it (no hand-off between tasks: see
+        ``_Session.read_for_receiver``); else it parks until an engine queues
+        a message."""
+        pipes = self._pipes
+        if len(pipes) == 1:
+            for pipe in pipes:
+                lender = pipe.lender
+                if lender is None:
+                    pipe.lease_wanted = True
+                else:
+                    self._lender = lender
+                    if await lender.read_for_receiver():
+                        return
+        elif self._lender is not None:
+            self._lender.give_back()
+            self._lender = None
+        await self._recv_lot.park()
 
     async def recv(self) -> bytes:
         """The next message, which must have one frame.
@@ -697,7 +727,7 @@ class Socket(trio.abc.AsyncResource):
                 cancel_pending(self, pipe)
                 close_inproc_pipe(pipe)
             self._send_lot.unpark_all()
-            self._recv_lot.unpark_all()
+            self.wake_receivers()
             self._peers_lot.unpark_all()
             for channel in self._monitors:
                 channel.close()
@@ -887,10 +917,14 @@ class Socket(trio.abc.AsyncResource):
         return self.pattern.initial_subscriptions()
 
     def wake_receivers(self) -> None:
-        self._recv_lot.unpark_all()
+        if self._recv_lot:  # (an empty lot's unpark_all still costs a microsecond)
+            self._recv_lot.unpark_all()
+        if self._lender is not None:
+            self._lender.wake_borrower()
 
     def wake_senders(self) -> None:
-        self._send_lot.unpark_all()
+        if self._send_lot:
+            self._send_lot.unpark_all()
 
 
 def _to_message(frames: Iterable[_Frame]) -> Msg:

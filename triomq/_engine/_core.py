@@ -41,6 +41,9 @@ class SocketCore(Protocol):
     def pipe_flushed(self, pipe: Pipe) -> None:
         """Everything queued on *pipe* was written out."""
 
+    def wake_receivers(self) -> None:
+        """Tasks waiting to receive should look again (a connection was lent to them)."""
+
     def initial_subscriptions(self) -> list[bytes]:
         """Topics to announce to a peer that just connected (subscribers only)."""
 

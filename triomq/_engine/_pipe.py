@@ -133,6 +133,23 @@ class SubscriptionCommand:
     subscribe: bool
 
 
+class Lender(Protocol):
+    """A connection's engine that lets a receiving task read for it (see ``_Session``)."""
+
+    async def read_for_receiver(self) -> bool:
+        """Read the connection in the calling task, until something arrives;
+        False (at once, no checkpoint) if it may not now: then park as usual."""
+
+    def read_nowait(self) -> None:
+        """Read what the kernel has now, if the connection is lent."""
+
+    def wake_borrower(self) -> None:
+        """Wake a task waiting in :meth:`read_for_receiver` (something else changed)."""
+
+    def give_back(self) -> None:
+        """The socket's receivers stop borrowing: the engine reads again."""
+
+
 class PipeLink(Protocol):
     """Where a pipe's control traffic goes: the engine (stream) or the inproc peer."""
 
@@ -181,6 +198,10 @@ class Pipe:
     #: set by an idle engine: writes a message at once, if it may (returns
     #: True if it took the message); None while the engine is busy or absent
     direct: Callable[[Msg], bool] | None = None
+    #: set by an engine whose descriptor a receiving task may read itself
+    lender: Lender | None = None
+    #: a receiver parked on this pipe alone: its engine should lend its descriptor
+    lease_wanted: bool = False
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "terminating" if self.terminating else "pending"

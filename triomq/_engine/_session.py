@@ -67,6 +67,9 @@ _BULK_READ = 64 * 1024
 #: a message sent this long after the previous write is written at once by the
 #: sender's task when the writer is idle (request/reply); closer ones coalesce
 DIRECT_GAP = 50e-6
+#: a connection lent to a receiving task (see _Session.read_for_receiver) goes
+#: back to the reader task after this long without a receiver
+LEASE_GRACE = 0.002
 
 
 def _worth_vectoring(out: list[Buffer]) -> bool:
@@ -133,6 +136,10 @@ class _SessionEnded(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+#: what ends a connection when a borrowing receiver meets it: handed to the reader task
+_ENDINGS = (_SessionEnded, ProtocolError, TriomqError, OSError)
 
 
 async def _handshake(
@@ -327,6 +334,24 @@ class _Session:
         self._writes = WriteLog.for_stream(stream)
         self._fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
         self._last_write = -math.inf
+        # The read lease (see read_for_receiver): while the reader task has lent
+        # the connection, a receiving task reads it, waiting on a duplicate of
+        # the descriptor (which can be closed to wake it, leaving the writer be)
+        self._lent = False
+        self._borrowed_fd = -1
+        self._borrower_waiting = False
+        #: how many times a borrower finished waiting (the reader checks it moves)
+        self._lease_uses = 0
+        self._lease_lot = trio.lowlevel.ParkingLot()
+        self._lease_scope: trio.CancelScope | None = None
+        #: the reader's lease scope has a deadline (else it waits for a borrower to set one)
+        self._lease_deadline_set = False
+        #: the decoder may hold events not yet taken (a borrower takes them before waiting)
+        self._events_pending = False
+        #: what ended the connection in a borrower's hands, for the reader to raise
+        self._handed_back: BaseException | None = None
+        #: the borrower's last read filled its buffer: read again before waiting
+        self._full_read = False
 
     def unconfirmed(self) -> int:
         """Messages written whose bytes the peer never took (see _accounting)."""
@@ -345,6 +370,8 @@ class _Session:
         for topic in reversed(self.core.initial_subscriptions()):
             pipe.outq.unget(SubscriptionCommand(topic, True))
         pipe.link = self
+        if self._fd >= 0 and self.core.receives:
+            pipe.lender = self
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -355,6 +382,9 @@ class _Session:
                     nursery.start_soon(self._guard, self._heartbeat_loop, nursery)
         finally:
             pipe.link = None
+            pipe.lender = None
+            self._lent = False
+            self._close_borrowed_fd()
             pipe.direct = None
             pipe.writing = False
             pipe.outq.on_readable = _noop
@@ -383,7 +413,6 @@ class _Session:
         pipe = self.pipe
         inq = pipe.inq
         receives = self.core.receives
-        core = self.core
         next_event = conn.next_event
         current_time = trio.current_time
         read_messages = conn.read_messages
@@ -416,22 +445,7 @@ class _Session:
                     continue
                 if event is NEED_DATA:
                     break
-                if isinstance(event, Subscription):
-                    core.pipe_subscription(pipe, event.topic, event.subscribe)
-                elif isinstance(event, Ping):
-                    pipe.outq.put(PongCommand(event.context))
-                    if event.ttl and not self._peer_timeout:
-                        self._peer_timeout = event.ttl
-                        if not self._heartbeating:
-                            self._heartbeating = True
-                            assert self._nursery is not None
-                            self._nursery.start_soon(self._guard, self._heartbeat_loop, self._nursery)
-                elif isinstance(event, Pong):
-                    pass
-                elif isinstance(event, PeerError):
-                    raise _SessionEnded(f"peer sent ERROR: {event.reason}")
-                elif isinstance(event, ConnectionClosed):
-                    raise _SessionEnded("peer closed the connection")
+                self._on_command(event)
             # a large frame being gathered is read in one go where the kernel allows
             size = max(RECEIVE_SIZE, min(wanted(), MAX_RECEIVE_SIZE))
             if fd < 0:
@@ -446,6 +460,11 @@ class _Session:
                 # then hands over to the receiver sooner)
                 if drained:
                     drained = False
+                    if pipe.lease_wanted:
+                        # a receiver waits on this connection alone: let it read
+                        await self._lend()
+                        unyielded = 0
+                        continue
                     await wait_readable(fd)
                     unyielded = 0
                 view = gather_buffer()
@@ -473,6 +492,203 @@ class _Session:
                     unyielded = 0
             self._last_received = current_time()
             conn.receive_data(data)
+
+    def _on_command(self, event: object) -> None:
+        """Act on an event other than a message (for the reader, or a borrower)."""
+        if isinstance(event, Subscription):
+            self.core.pipe_subscription(self.pipe, event.topic, event.subscribe)
+        elif isinstance(event, Ping):
+            self.pipe.outq.put(PongCommand(event.context))
+            if event.ttl and not self._peer_timeout:
+                self._peer_timeout = event.ttl
+                if not self._heartbeating:
+                    self._heartbeating = True
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._guard, self._heartbeat_loop, self._nursery)
+        elif isinstance(event, Pong):
+            pass
+        elif isinstance(event, PeerError):
+            raise _SessionEnded(f"peer sent ERROR: {event.reason}")
+        elif isinstance(event, ConnectionClosed):
+            raise _SessionEnded("peer closed the connection")
+
+    # ------------------------------------------------------------ the read lease
+    #
+    # Handing a message from the reader task to the receiving task costs a pass
+    # of Trio's loop on every request/reply. So while a task waits in recv on a
+    # socket that has this one connection, the reader steps aside (``_lend``)
+    # and the receiving task reads the connection itself: it waits until the
+    # descriptor is readable, reads, decodes and queues, as the reader would,
+    # and finds its message. It keeps the lease as long as it goes on
+    # receiving; LEASE_GRACE after the last receive, the reader takes it back,
+    # so heartbeats, commands and the end of the connection are still read
+    # while the application does other things. Whatever ends the connection in
+    # a borrower's hands is handed to the reader, which ends the session as it
+    # would have.
+
+    async def _lend(self) -> None:
+        """Step aside until no receiver has used the lease for LEASE_GRACE, a
+        receiver gives it back, or one hands back what ended the connection."""
+        self.pipe.lease_wanted = False
+        self._lent = True
+        self._events_pending = False  # (the reader lends only once it took them all)
+        self.core.wake_receivers()  # the receiver that asked takes it now
+        uses = self._lease_uses
+        try:
+            deadline = trio.current_time() + LEASE_GRACE
+            while True:
+                with trio.CancelScope(deadline=deadline) as scope:
+                    self._lease_scope = scope
+                    self._lease_deadline_set = deadline != math.inf
+                    await self._lease_lot.park()
+                self._lease_scope = None
+                if self._handed_back is not None:
+                    raise self._handed_back
+                if not self._lent:
+                    return
+                if self._borrower_waiting:
+                    deadline = math.inf  # the borrower sets one when it stops waiting
+                elif self._lease_uses != uses:  # used since: look again a grace later
+                    uses = self._lease_uses
+                    deadline = trio.current_time() + LEASE_GRACE
+                else:
+                    return
+        finally:
+            self._lent = False
+            self._lease_scope = None
+            self._close_borrowed_fd()
+
+    async def read_for_receiver(self) -> bool:
+        """Read the connection in the calling (receiving) task, once the reader
+        has lent it; True when something may have arrived, after a checkpoint.
+
+        False, at once and with no checkpoint, when the reader holds it or
+        another task is reading it: the caller parks as usual, and the reader
+        lends the connection at its next wait. Cancelled while waiting, it
+        consumed nothing (what it read is queued, never dropped).
+        """
+        if not self._lent or self._borrower_waiting or self._handed_back is not None:
+            self.pipe.lease_wanted = True
+            return False
+        try:
+            if self._events_pending and self._take_events():
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return True
+            waited = not self._full_read
+            if waited:
+                fd = self._borrowed_fd
+                if fd < 0:
+                    try:
+                        fd = self._borrowed_fd = os.dup(self._fd)
+                    except OSError:  # out of descriptors: let the reader do it
+                        self.give_back()
+                        self.pipe.lease_wanted = False
+                        return False
+                self._borrower_waiting = True
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                except trio.ClosedResourceError:
+                    return True  # woken (wake_borrower): something else changed
+                finally:
+                    self._borrower_waiting = False
+                    self._lease_uses += 1
+                    if not self._lease_deadline_set and self._lease_scope is not None:
+                        self._lease_scope.deadline = trio.current_time() + LEASE_GRACE
+                        self._lease_deadline_set = True
+            self._read_once()
+            self._take_events()
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return True
+        except _ENDINGS as exc:
+            self._hand_back(exc)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return True
+
+    def read_nowait(self) -> None:
+        if not self._lent or self._borrower_waiting or self._handed_back is not None:
+            return
+        try:
+            if not (self._events_pending and self._take_events()):
+                self._read_once()
+                self._take_events()
+        except _ENDINGS as exc:
+            self._hand_back(exc)
+
+    def wake_borrower(self) -> None:
+        if self._borrower_waiting:
+            self._close_borrowed_fd()
+
+    def give_back(self) -> None:
+        if self._lent:
+            self._lent = False
+            self._close_borrowed_fd()
+            self._lease_lot.unpark_all()
+
+    def _hand_back(self, exc: BaseException) -> None:
+        self._handed_back = exc
+        self._lease_lot.unpark_all()
+
+    def _close_borrowed_fd(self) -> None:
+        fd = self._borrowed_fd
+        if fd >= 0:
+            self._borrowed_fd = -1
+            trio.lowlevel.notify_closing(fd)  # (wakes a borrower waiting on it)
+            os.close(fd)
+
+    def _read_once(self) -> None:
+        """One non-blocking read into the decoder (nothing if the kernel has nothing)."""
+        conn = self.conn
+        fd = self._fd
+        view = conn.gather_buffer()
+        try:
+            if view is not None:
+                n = os.readv(fd, (view,))
+                self._full_read = n == len(view)
+                del view
+                if n:
+                    conn.gathered(n)
+                    self._events_pending = True
+                    self._last_received = trio.current_time()
+                    return
+                data = b""
+            else:
+                data = os.read(fd, RECEIVE_SIZE)
+                self._full_read = len(data) == RECEIVE_SIZE
+        except BlockingIOError:
+            self._full_read = False
+            return
+        self._last_received = trio.current_time()
+        self._events_pending = True
+        conn.receive_data(data)
+
+    def _take_events(self) -> bool:
+        """Queue the messages the decoder holds, as far as the queue has room,
+        and act on commands; True if there were any."""
+        conn = self.conn
+        pipe = self.pipe
+        inq = pipe.inq
+        took = False
+        while True:
+            room = inq.room()
+            if room <= 0:
+                return took
+            batch: list[list[bytes]] = []
+            conn.read_messages(batch, room)
+            if batch:
+                pipe.deliver_many(batch)
+                took = True
+                if inq.room() <= 0:
+                    return True
+            event = conn.next_event()
+            if type(event) is Message:
+                pipe.deliver(event.frames)
+            elif event is NEED_DATA:
+                self._events_pending = False
+                return took
+            else:
+                self._on_command(event)
+            took = True
 
     async def _write_loop(self) -> None:
         stream = self.stream
