@@ -340,7 +340,7 @@ class _Session:
         self._lent = False
         self._borrowed_fd = -1
         self._borrower_waiting = False
-        #: how many times a borrower finished waiting (the reader checks it moves)
+        #: how many times a receiver used the lease (the reader checks it moves)
         self._lease_uses = 0
         self._lease_lot = trio.lowlevel.ParkingLot()
         self._lease_scope: trio.CancelScope | None = None
@@ -570,6 +570,7 @@ class _Session:
         if not self._lent or self._borrower_waiting or self._handed_back is not None:
             self.pipe.lease_wanted = True
             return False
+        self._lease_uses += 1
         try:
             if self._events_pending and self._take_events():
                 await trio.lowlevel.cancel_shielded_checkpoint()
@@ -591,7 +592,6 @@ class _Session:
                     return True  # woken (wake_borrower): something else changed
                 finally:
                     self._borrower_waiting = False
-                    self._lease_uses += 1
                     if not self._lease_deadline_set and self._lease_scope is not None:
                         self._lease_scope.deadline = trio.current_time() + LEASE_GRACE
                         self._lease_deadline_set = True
