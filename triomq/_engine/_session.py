@@ -595,6 +595,8 @@ class _Session:
                     if not self._lease_deadline_set and self._lease_scope is not None:
                         self._lease_scope.deadline = trio.current_time() + LEASE_GRACE
                         self._lease_deadline_set = True
+                if not self._lent:
+                    return True  # taken back meanwhile (the session may be closing its socket)
             self._read_once()
             self._take_events()
             if not waited:
