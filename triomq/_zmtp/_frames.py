@@ -335,53 +335,36 @@ class FrameDecoder:
         end = len(buf)
         count = 0
         append = out.append
-        # frames under 256 bytes that are not commands (flags byte 0 or MORE),
-        # the bulk of most traffic, get a tight loop; the rest the general one
+        # data frames only (flags 0, MORE, LONG, LONG|MORE): a short header is
+        # tested first, being the bulk of most traffic; a command or invalid
+        # flags, a short frame not all here, or one over max_size stop the loop
+        # and are left to next_frame
         cap = (1 << 62) if max_size is None else max_size
         while count < limit:
-            while end - pos >= 2:
-                flags = buf[pos]
-                if flags > MORE:
-                    break
-                fsize = buf[pos + 1]
-                stop = pos + 2 + fsize
-                if stop > end or size + fsize > cap:
-                    break
-                body = buf[pos + 2 : stop]
-                pos = stop
-                if flags:
-                    parts.append(body)
-                    size += fsize
-                    continue
-                if parts:
-                    parts.append(body)
-                    append(parts)
-                    parts = []
-                else:
-                    append([body])
-                size = 0
-                count += 1
-                if count >= limit:
-                    break
-            if count >= limit:
-                break
-            # what the tight loop left: a long data frame is handled here; a
-            # short one it stopped at is incomplete or over max_size, and a
-            # command or invalid flags are the slow path's business
-            if end - pos < 9:
+            if end - pos < 2:
                 break
             flags = buf[pos]
-            if flags & 0xFC or not flags & LONG:
+            if flags <= MORE:
+                fsize = buf[pos + 1]
+                start = pos + 2
+                stop = start + fsize
+                if stop > end:
+                    break
+            else:
+                if flags & 0xFC or end - pos < 9:
+                    break
+                fsize = int.from_bytes(buf[pos + 1 : pos + 9], "big")
+                if fsize >> 63:
+                    break
+                start = pos + 9
+                stop = start + fsize
+                if stop > end and size + fsize <= cap:
+                    # a long frame still arriving: gathered from here on
+                    self._pos = pos
+                    self._wait_for(flags, start, stop)
+                    return parts, size
+            if size + fsize > cap:
                 break
-            fsize = int.from_bytes(buf[pos + 1 : pos + 9], "big")
-            if fsize >> 63 or size + fsize > cap:
-                break
-            start = pos + 9
-            stop = start + fsize
-            if stop > end:
-                self._pos = pos
-                self._wait_for(flags, start, stop)
-                return parts, size
             body = buf[start:stop]
             pos = stop
             if flags & MORE:
