@@ -324,7 +324,10 @@ class _Session:
         self._reader_lot = trio.lowlevel.ParkingLot()
         self._writer_lot = trio.lowlevel.ParkingLot()
         self.reason = "closed"
-        self._last_received = trio.current_time()
+        #: the run's clock, read directly (trio.current_time() is three calls deep)
+        self._now = trio.lowlevel.current_clock().current_time
+        self._receives = core.receives
+        self._last_received = self._now()
         #: how long the peer may stay silent (heartbeat timeout, or the TTL it asked for)
         self._peer_timeout: float | None = None
         self._heartbeating = False
@@ -412,10 +415,8 @@ class _Session:
         conn = self.conn
         pipe = self.pipe
         inq = pipe.inq
-        receives = self.core.receives
-        next_event = conn.next_event
-        current_time = trio.current_time
-        read_messages = conn.read_messages
+        take_events = self._take_events
+        current_time = self._now
         wanted = conn.bytes_wanted
         gather_buffer = conn.gather_buffer
         fd = self._fd  # (-1 unless a plain socket: then reads go straight to it)
@@ -424,28 +425,9 @@ class _Session:
         drained = False
         while True:
             # events first: frames that came in with the handshake are already buffered
-            while True:
-                # fast path: whole data messages in bulk, as many as the queue takes
-                room = inq.room()
-                if room <= 0 and receives:
-                    while not inq.writable():
-                        await self._reader_lot.park()
-                    room = inq.room()
-                batch: list[list[bytes]] = []
-                read_messages(batch, room if receives else 1 << 30)
-                if batch and receives:
-                    pipe.deliver_many(batch)
-                event = next_event()
-                if type(event) is Message:
-                    if receives:
-                        if not inq.writable():
-                            while not inq.writable():
-                                await self._reader_lot.park()
-                        pipe.deliver(event.frames)
-                    continue
-                if event is NEED_DATA:
-                    break
-                self._on_command(event)
+            while not take_events():
+                while not inq.writable():  # (the queue is full: wait for the application)
+                    await self._reader_lot.park()
             # a large frame being gathered is read in one go where the kernel allows
             size = max(RECEIVE_SIZE, min(wanted(), MAX_RECEIVE_SIZE))
             if fd < 0:
@@ -572,9 +554,12 @@ class _Session:
             return False
         self._lease_uses += 1
         try:
-            if self._events_pending and self._take_events():
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return True
+            if self._events_pending:
+                queued = self.pipe.messages_in
+                self._take_events()
+                if self.pipe.messages_in != queued:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return True
             waited = not self._full_read
             if waited:
                 fd = self._borrowed_fd
@@ -611,9 +596,13 @@ class _Session:
         if not self._lent or self._borrower_waiting or self._handed_back is not None:
             return
         try:
-            if not (self._events_pending and self._take_events()):
-                self._read_once()
+            if self._events_pending:
+                queued = self.pipe.messages_in
                 self._take_events()
+                if self.pipe.messages_in != queued:
+                    return
+            self._read_once()
+            self._take_events()
         except _ENDINGS as exc:
             self._hand_back(exc)
 
@@ -651,7 +640,7 @@ class _Session:
                 if n:
                     conn.gathered(n)
                     self._events_pending = True
-                    self._last_received = trio.current_time()
+                    self._last_received = self._now()
                     return
                 data = b""
             else:
@@ -660,37 +649,43 @@ class _Session:
         except BlockingIOError:
             self._full_read = False
             return
-        self._last_received = trio.current_time()
+        self._last_received = self._now()
         self._events_pending = True
         conn.receive_data(data)
 
     def _take_events(self) -> bool:
-        """Queue the messages the decoder holds, as far as the queue has room,
-        and act on commands; True if there were any."""
+        """Queue the messages the decoder holds, as far as the incoming queue
+        has room, and act on commands (the reader's work, and a borrower's).
+
+        True once the decoder is drained; False when the queue is full first.
+        A socket that does not receive discards messages (never full).
+        """
         conn = self.conn
         pipe = self.pipe
         inq = pipe.inq
-        took = False
+        receives = self._receives
         while True:
-            room = inq.room()
+            room = inq.room() if receives else 1 << 30
             if room <= 0:
-                return took
+                return False
+            # fast path: whole data messages in bulk, as many as the queue takes
             batch: list[list[bytes]] = []
-            conn.read_messages(batch, room)
-            if batch:
+            drained = conn.read_messages(batch, room)
+            if batch and receives:
                 pipe.deliver_many(batch)
-                took = True
-                if inq.room() <= 0:
-                    return True
-            event = conn.next_event()
-            if type(event) is Message:
-                pipe.deliver(event.frames)
-            elif event is NEED_DATA:
-                self._events_pending = False
-                return took
-            else:
-                self._on_command(event)
-            took = True
+            if not drained:
+                if receives and inq.room() <= 0:
+                    return False
+                event = conn.next_event()
+                if type(event) is Message:
+                    if receives:  # (room for it was checked above)
+                        pipe.deliver(event.frames)
+                    continue
+                if event is not NEED_DATA:
+                    self._on_command(event)
+                    continue
+            self._events_pending = False
+            return True
 
     async def _write_loop(self) -> None:
         stream = self.stream
@@ -784,7 +779,7 @@ class _Session:
         Only when the previous write is some time past: messages streaming in
         are left to the writer, which coalesces them.
         """
-        now = trio.current_time()
+        now = self._now()
         if now - self._last_write < DIRECT_GAP:
             self._last_write = now
             return False

@@ -352,23 +352,28 @@ class ZMTPConnection:
         """*n* bytes were read into :meth:`gather_buffer`."""
         self._decoder.gathered(n)
 
-    def read_messages(self, out: list[list[bytes]], limit: int) -> None:
+    def read_messages(self, out: list[list[bytes]], limit: int) -> bool:
         """Decode up to *limit* whole data messages into *out*, without events.
 
         A fast path for the I/O layer, equivalent to taking ``Message`` events
         from :meth:`next_event`; it stops at anything else (commands, errors),
         which ``next_event`` then reports. Does nothing on encrypted
         connections or sockets that read subscriptions from messages.
+
+        Returns True when nothing received is left to decode: ``next_event``
+        would say NEED_DATA, and need not be asked. False says nothing.
         """
         if (
             self.state is not ConnectionState.ACTIVE
             or self._encrypts
             or self._reads_subscriptions
         ):
-            return
-        self._parts, self._msg_size = self._decoder.take_messages(
+            return False
+        decoder = self._decoder
+        self._parts, self._msg_size = decoder.take_messages(
             out, self._parts, limit, self.maxmsgsize, self._msg_size
         )
+        return decoder.drained() and not self._eof
 
     def _next_active_event(self) -> Event | NeedData:
         decoder = self._decoder

@@ -252,6 +252,11 @@ class FrameDecoder:
             self._buf = b""
             self._pos = 0
 
+    def drained(self) -> bool:
+        """No received byte is left to decode (a large frame being gathered
+        counts as drained: the rest of it has not arrived)."""
+        return self._ready is None and self._pos == len(self._buf)
+
     def take(self, n: int) -> bytes | None:
         """Take exactly *n* raw bytes (used for the greeting), or None if fewer are buffered."""
         if len(self._buf) - self._pos < n:
