@@ -65,6 +65,14 @@ class SocketOptions:
     immediate: bool = False
     #: backlog for listening sockets
     backlog: int = attrs.field(default=100, validator=_count)
+    #: the kernel's send and receive buffers of each tcp/ipc/tls connection, in
+    #: bytes (SO_SNDBUF, SO_RCVBUF; Linux doubles the figure and caps it at
+    #: net.core.wmem_max/rmem_max). -1 leaves the OS default, as libzmq's
+    #: default does. None (the default) is the OS default too, except that ipc
+    #: connections ask for IPC_SNDBUF: the kernel's 208 KiB for Unix sockets
+    #: halves the bandwidth of large messages (TCP tunes its own buffers).
+    sndbuf: int | None = attrs.field(default=None, validator=v.optional(v.and_(v.instance_of(int), v.ge(-1))))
+    rcvbuf: int | None = attrs.field(default=None, validator=v.optional(v.and_(v.instance_of(int), v.ge(-1))))
 
     # --- heartbeats
     heartbeat_ivl: float | None = attrs.field(default=None, validator=_seconds)

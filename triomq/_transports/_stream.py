@@ -12,6 +12,7 @@ handshake, so a bad certificate never reaches the socket.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import socket as stdlib_socket
@@ -23,6 +24,8 @@ import trio
 
 from .._endpoint import Endpoint
 from .._errors import EndpointError
+
+logger = logging.getLogger("triomq")
 
 
 @attrs.define(eq=False)
@@ -67,6 +70,30 @@ def _socket_of(stream: trio.abc.Stream) -> Any:
     while isinstance(stream, trio.SSLStream):
         stream = stream.transport_stream
     return getattr(stream, "socket", None)
+
+
+#: the send buffer an ipc connection asks for when the sndbuf option is None
+#: (Linux doubles it: 1 MiB, where net.core.wmem_max allows)
+IPC_SNDBUF = 512 * 1024
+
+
+def set_buffers(stream: trio.abc.Stream, *, sndbuf: int | None, rcvbuf: int | None) -> None:
+    """Size a connection's kernel buffers (the ``sndbuf`` and ``rcvbuf`` options).
+
+    None is the OS default, but for a Unix socket's send buffer (IPC_SNDBUF);
+    -1 is the OS default. A refusal by the kernel is logged and ignored.
+    """
+    sock = _socket_of(stream)
+    if sock is None:
+        return
+    if sndbuf is None and sock.family == stdlib_socket.AF_UNIX:
+        sndbuf = IPC_SNDBUF
+    for option, value in ((stdlib_socket.SO_SNDBUF, sndbuf), (stdlib_socket.SO_RCVBUF, rcvbuf)):
+        if value is not None and value >= 0:
+            try:
+                sock.setsockopt(stdlib_socket.SOL_SOCKET, option, value)
+            except OSError as exc:
+                logger.info("could not set a connection's buffer size to %d: %s", value, exc)
 
 
 async def open_stream(
