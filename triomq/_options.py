@@ -9,6 +9,8 @@ import attrs
 from attrs import validators as v
 
 _count = v.and_(v.instance_of(int), v.ge(0))
+#: bytes, -1 for the OS default, or None
+_buffer_size = v.optional(v.and_(v.instance_of(int), v.ge(-1)))
 
 
 def _seconds_value(instance: object, attribute: Any, value: float) -> None:
@@ -69,10 +71,11 @@ class SocketOptions:
     #: bytes (SO_SNDBUF, SO_RCVBUF; Linux doubles the figure and caps it at
     #: net.core.wmem_max/rmem_max). -1 leaves the OS default, as libzmq's
     #: default does. None (the default) is the OS default too, except that ipc
-    #: connections ask for IPC_SNDBUF: the kernel's 208 KiB for Unix sockets
-    #: halves the bandwidth of large messages (TCP tunes its own buffers).
-    sndbuf: int | None = attrs.field(default=None, validator=v.optional(v.and_(v.instance_of(int), v.ge(-1))))
-    rcvbuf: int | None = attrs.field(default=None, validator=v.optional(v.and_(v.instance_of(int), v.ge(-1))))
+    #: connections ask for a 512 KiB send buffer: Linux's default for Unix
+    #: sockets (208 KiB) halves the bandwidth of large messages (TCP tunes its
+    #: own buffers).
+    sndbuf: int | None = attrs.field(default=None, validator=_buffer_size)
+    rcvbuf: int | None = attrs.field(default=None, validator=_buffer_size)
 
     # --- heartbeats
     heartbeat_ivl: float | None = attrs.field(default=None, validator=_seconds)

@@ -554,12 +554,9 @@ class _Session:
             return False
         self._lease_uses += 1
         try:
-            if self._events_pending:
-                queued = self.pipe.messages_in
-                self._take_events()
-                if self.pipe.messages_in != queued:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                    return True
+            if self._events_pending and self._take_pending():
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return True
             waited = not self._full_read
             if waited:
                 fd = self._borrowed_fd
@@ -596,11 +593,8 @@ class _Session:
         if not self._lent or self._borrower_waiting or self._handed_back is not None:
             return
         try:
-            if self._events_pending:
-                queued = self.pipe.messages_in
-                self._take_events()
-                if self.pipe.messages_in != queued:
-                    return
+            if self._events_pending and self._take_pending():
+                return
             self._read_once()
             self._take_events()
         except _ENDINGS as exc:
@@ -652,6 +646,13 @@ class _Session:
         self._last_received = self._now()
         self._events_pending = True
         conn.receive_data(data)
+
+    def _take_pending(self) -> bool:
+        """Take what the decoder still holds (the queue was full when it came
+        in); True if that queued a message."""
+        queued = self.pipe.messages_in
+        self._take_events()
+        return self.pipe.messages_in != queued
 
     def _take_events(self) -> bool:
         """Queue the messages the decoder holds, as far as the incoming queue
