@@ -5,7 +5,7 @@ Order is kept across the three places a pipe's outgoing messages can be::
     pipe.outq (memory, bounded by sndhwm)  <  read back  <  on disk  <  pending (to write)
 
 The application's ``send`` only encodes the message into ``pending`` (memory,
-a few hundred KiB at most); a task of the pipe writes pending records to
+up to PENDING_LIMIT bytes); a task of the pipe writes pending records to
 append-only segment files and reads them back into the pipe as the peer
 catches up, both in a worker thread, in batches, so the Trio loop never waits
 for the disk. When the disk holds nothing, pending records go straight back to
@@ -30,7 +30,13 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from .._swap import RECORD_HEADER, CorruptRecord, decode_records_untrusted, encode_record
+from .._swap import (
+    RECORD_HEADER,
+    CorruptRecord,
+    decode_record,
+    decode_records_untrusted,
+    encode_record,
+)
 from ._pipe import Pipe
 
 logger = logging.getLogger("triomq")
@@ -93,7 +99,8 @@ class Spool:
         self.budget = budget
         self.wake_senders = wake_senders
         self.directory = tempfile.mkdtemp(prefix="pipe-", dir=budget.directory)
-        self._pending: list[tuple[bytes, list[bytes]]] = []
+        #: records to write (only the record: a message is not held twice)
+        self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._readback: deque[list[bytes]] = deque()
         self._readback_bytes: deque[int] = deque()
@@ -121,7 +128,7 @@ class Spool:
     def append(self, msg: list[bytes]) -> None:
         """Spool a message (call only when :meth:`has_room`)."""
         record = encode_record(msg)
-        self._pending.append((record, msg))
+        self._pending.append(record)
         self._pending_bytes += len(record)
         self.budget.used += len(record)
         self._count += 1
@@ -186,9 +193,9 @@ class Spool:
         room = outq.room()
         take = self._pending[:room]
         del self._pending[:room]
-        freed = sum(len(record) for record, _ in take)
+        freed = sum(map(len, take))
         self._pending_bytes -= freed
-        outq.put_many([msg for _, msg in take])
+        outq.put_many([decode_record(record) for record in take])
         self._release(freed, len(take))
 
     def _unread_segment(self) -> _Segment | None:
@@ -202,10 +209,15 @@ class Spool:
         return None
 
     async def _flush(self) -> None:
+        """Write what is pending to disk, in one write (the records are let go
+        once joined: during the write, memory holds the joined copy and the
+        records sent meanwhile)."""
         batch = self._pending
+        count = len(batch)
         self._pending = []
         self._pending_bytes = 0
-        data = b"".join(record for record, _ in batch)
+        data = b"".join(batch)
+        del batch
         seg = self._segments[-1] if self._segments and not self._segments[-1].closed else None
         if seg is None:
             seg = _Segment(os.path.join(self.directory, f"{self._next_segment:08d}.spool"))
@@ -213,8 +225,8 @@ class Spool:
             self._segments.append(seg)
         await trio.to_thread.run_sync(_append, seg.path, data, abandon_on_cancel=False)
         seg.size += len(data)
-        seg.records += len(batch)
-        self.swapped += len(batch)
+        seg.records += count
+        self.swapped += count
         if seg.size >= SEGMENT_SIZE:
             seg.closed = True
         self.wake_senders()

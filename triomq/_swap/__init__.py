@@ -9,6 +9,12 @@ A torn or corrupted record is detected (bad magic, impossible length, wrong
 checksum) and raises :class:`CorruptRecord`; it is never decoded into a message.
 """
 
-from ._records import RECORD_HEADER, CorruptRecord, decode_records_untrusted, encode_record
+from ._records import (
+    RECORD_HEADER,
+    CorruptRecord,
+    decode_record,
+    decode_records_untrusted,
+    encode_record,
+)
 
-__all__ = ["RECORD_HEADER", "CorruptRecord", "decode_records_untrusted", "encode_record"]
+__all__ = ["RECORD_HEADER", "CorruptRecord", "decode_record", "decode_records_untrusted", "encode_record"]

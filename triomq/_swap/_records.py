@@ -30,6 +30,12 @@ def encode_record(frames: Sequence[bytes]) -> bytes:
     return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
+def decode_record(record: bytes) -> list[bytes]:
+    """The message of one record made by :func:`encode_record` in this
+    process (its checksum is not checked: it never left memory)."""
+    return _decode_payload(record[RECORD_HEADER:])
+
+
 def _decode_payload(payload: bytes) -> list[bytes]:
     (count,) = _U32.unpack_from(payload, 0)
     pos = 4
