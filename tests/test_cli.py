@@ -65,7 +65,7 @@ class Proc(subprocess.Popen[bytes]):
             if self.poll() is not None or time.monotonic() > deadline:
                 self.kill()
                 raise AssertionError(f"no bound endpoint reported: {self.err()!r}")
-            time.sleep(0.02)
+            time.sleep(0.02)  # polls: stderr goes to a file, which gives no event
 
 
 @pytest.fixture
@@ -178,6 +178,8 @@ def test_sub_receives_from_libzmq_pub(
     )
     i = 0
     deadline = time.monotonic() + 15
+    # a libzmq PUB drops what it publishes before the subscription arrives, and
+    # says nothing when it does: publish until the SUB has had its 3 (polls)
     while proc.poll() is None and time.monotonic() < deadline:
         pub.send_multipart([b"weather", b"%d" % i])
         pub.send(b"traffic %d" % i)

@@ -112,6 +112,9 @@ async def test_slow_subscriber_never_blocks_the_publisher(transport: str) -> Non
                     for i in range(n_msgs):
                         pub.send_nowait(payload)  # a PUB never waits: this never raises
                         await trio.lowlevel.checkpoint()  # publish at a pace the fast readers keep up with
+                    # a PUB drops "end" at a full pipe too, and nothing tells when a
+                    # reader's queue has room again: resend until every reader ended
+                    # (polls, under the fail_after)
                     while readers.child_tasks:
                         pub.send_nowait(b"end")
                         await trio.sleep(0.01)

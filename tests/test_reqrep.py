@@ -234,7 +234,10 @@ async def test_rpc_client_survives_server_restart() -> None:
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             server = await nursery.start(run_server)
-            async with triomq.open_rpc_client(ep, policy=policy, reconnect_ivl=0.01) as client:
+            async with (
+                triomq.open_rpc_client(ep, policy=policy, reconnect_ivl=0.01) as client,
+                client.socket.monitor() as events,
+            ):
                 assert await client.request(b"1") == [b"ok:1"]
                 server.cancel()  # the server dies...
                 async with trio.open_nursery() as calls:
@@ -244,7 +247,12 @@ async def test_rpc_client_survives_server_restart() -> None:
                         results.append(await client.request([b"2"]))
 
                     calls.start_soon(call)
-                    await trio.sleep(0.5)  # ...and stays away through a few attempts
+                    # ...and stays away through a few attempts: reconnects fail
+                    # until the request has timed out and been sent again
+                    reconnects = 0
+                    while reconnects < 3 or client.retries < 1:
+                        await wait_for_event(events, triomq.ConnectRetried)
+                        reconnects += 1
                     server = await nursery.start(run_server)  # ...and comes back
                 assert results == [[b"ok:2"]]
                 assert client.retries >= 1

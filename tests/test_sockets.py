@@ -141,6 +141,7 @@ async def test_pull_fair_queues(endpoint: str) -> None:
                     await a.send(b"a")
                     await b.send(b"b")
                 # wait until both peers' messages are all queued, then read: alternating
+                # (polls: no event for messages queued; under the fail_after)
                 while pull.statistics().queued_in < 40:
                     await trio.sleep(0.001)
                 got = [await pull.recv() for _ in range(40)]
@@ -592,6 +593,7 @@ async def test_a_reconnecting_peer_is_heard_in_order() -> None:
             await push.connect(ep)
             for i in range(100):
                 await push.send(b"%d" % i)
+            # (these two loops poll: no event for messages queued; under the fail_after)
             while pull.statistics().queued_in < 100:
                 await trio.sleep(0.01)
             await pull.unbind(ep)  # drops the connection; its 100 messages stay readable

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import triomq
-from triomq._swap import CorruptRecord, decode_records_untrusted, encode_record
+from triomq._swap import CorruptRecord, decode_record, decode_records_untrusted, encode_record
 
 from .helpers import wait_for_event, wait_subscribed
 
@@ -23,6 +23,8 @@ from .helpers import wait_for_event, wait_subscribed
 def test_records_round_trip(messages: list[list[bytes]]) -> None:
     data = b"".join(encode_record(m) for m in messages)
     assert decode_records_untrusted(data, final=True) == (messages, len(data))
+    # a pending record, still in memory, goes back to the pipe as its message
+    assert [decode_record(encode_record(m)) for m in messages] == messages
     # an incomplete tail is left for the next read, unless the file ends there
     if data:
         got, used = decode_records_untrusted(data[:-1], final=False)
@@ -68,6 +70,8 @@ async def test_pub_with_swap_delivers_everything_to_a_slow_subscriber(tmp_path) 
                 peak_spooled = peak_rss = 0.0
                 received = 0
 
+                reader_done = trio.Event()
+
                 async def slow_reader() -> None:
                     nonlocal received
                     while received < n:
@@ -75,6 +79,7 @@ async def test_pub_with_swap_delivers_everything_to_a_slow_subscriber(tmp_path) 
                             assert msg == [b"%d:" % received + payload]
                             received += 1
                         await trio.lowlevel.checkpoint()
+                    reader_done.set()
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(slow_reader)
@@ -84,9 +89,10 @@ async def test_pub_with_swap_delivers_everything_to_a_slow_subscriber(tmp_path) 
                             await trio.lowlevel.checkpoint()
                             peak_spooled = max(peak_spooled, pub.statistics().spooled)
                             peak_rss = max(peak_rss, rss_mb())
-                    while received < n:
+                    while not reader_done.is_set():
                         peak_rss = max(peak_rss, rss_mb())
-                        await trio.sleep(0.05)
+                        with trio.move_on_after(0.05):  # sample memory every 50 ms meanwhile
+                            await reader_done.wait()
                 stats = pub.statistics()
                 assert stats.dropped == 0 and received == n
                 assert peak_spooled > 50_000  # most of it went through the disk...
@@ -165,7 +171,8 @@ async def test_corrupted_spool_record_is_detected_and_never_delivered(tmp_path) 
                 await push.connect("inproc://corrupt")
                 for i in range(2000):
                     push.send_nowait(b"%d" % i + b"." * 500)
-                # wait until the spool has written its files
+                # wait until the spool has written its files (polls: no event says the
+                # spool has flushed to disk; under the fail_after)
                 while not glob.glob(str(tmp_path / "*" / "*" / "*.spool")):
                     await trio.sleep(0.01)
                 while push.pattern._lb.pipes[0].spool._pending:  # type: ignore[attr-defined]
@@ -181,13 +188,13 @@ async def test_corrupted_spool_record_is_detected_and_never_delivered(tmp_path) 
                     event = await wait_for_event(events, triomq.SwapCorrupted)
                     assert event.lost > 0
                     got = []
+                    while push.statistics().queued_out:  # more is on its way
+                        got += await pull.recv_many()
                     while True:
                         try:
                             got += pull.recv_many_nowait()
                         except trio.WouldBlock:
-                            if not push.statistics().queued_out:
-                                break
-                            await trio.sleep(0.01)
+                            break
                     numbers = [int(m[0].split(b".")[0]) for m in got]
                     assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
                     assert all(m[0] == b"%d" % k + b"." * 500 for m, k in zip(got, numbers))
