@@ -126,6 +126,17 @@ def test_set_buffers_reaches_the_socket_under_tls() -> None:
         assert left.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == _linux_rcvbuf(40 * 1024)
 
 
+def test_a_refused_size_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    left, right = socket.socketpair(socket.AF_UNIX)
+    with left, right:
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(left))
+        right.close()
+        left.close()  # (setsockopt now fails with EBADF, as a refusal would)
+        with caplog.at_level("INFO", logger="triomq"):
+            set_buffers(stream, sndbuf=65536, rcvbuf=65536)
+    assert caplog.text.count("could not set a connection's buffer size to 65536") == 2
+
+
 @pytest.mark.parametrize(
     ("options", "error"),
     [
