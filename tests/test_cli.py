@@ -225,6 +225,19 @@ def test_req_times_out_when_libzmq_rep_is_silent(zsock: Callable[[int], Any]) ->
     assert rep.recv() == b"anyone?"
 
 
+@pytest.mark.parametrize(("command", "what"), [("pull", "message"), ("rep", "request")])
+def test_a_silent_peer_ends_a_receiving_tool_after_its_timeout(
+    command: str, what: str, zsock: Callable[[int], Any]
+) -> None:
+    # a libzmq peer that connects and says nothing
+    peer = zsock(zmq.PUSH if command == "pull" else zmq.REQ)
+    port = peer.bind_to_random_port("tcp://127.0.0.1")
+    result = run(command, "--connect", f"tcp://127.0.0.1:{port}", "--timeout", "0.5")
+    assert result.returncode == 1
+    assert one_line_error(result).startswith(f"triomq: no {what} within 0.5s ")
+    assert f"tcp://127.0.0.1:{port}" in one_line_error(result)
+
+
 def test_rep_echo_answers_libzmq_req(
     start: Callable[..., Proc], zsock: Callable[[int], Any]
 ) -> None:

@@ -785,17 +785,25 @@ async def _send_stdin(sock: Socket, reader: MessageReader, count: int | None) ->
     return sent
 
 
+async def _recv_within(
+    sock: Socket, args: argparse.Namespace, run: _Run, why: Callable[[], str]
+) -> list[bytes]:
+    """The next message, or end the run after ``--timeout`` with the message
+    ``no <why()>`` (made only then: it may ask the peers' status)."""
+    with trio.move_on_after(args.timeout or float("inf")):
+        return await sock.recv_multipart()
+    run.fail(f"no {why()}")
+
+
 async def _receive(
     sock: Socket, args: argparse.Namespace, run: _Run, writer: MessageWriter, status: _PeerStatus
 ) -> None:
     received = 0
     while args.count is None or received < args.count:
-        with trio.move_on_after(args.timeout or float("inf")) as scope:
-            msg = await sock.recv_multipart()
-        if scope.cancelled_caught:
-            run.fail(
-                f"no message within {args.timeout:g}s on {_endpoints_text(args)}{status.explain()}"
-            )
+        msg = await _recv_within(
+            sock, args, run,
+            lambda: f"message within {args.timeout:g}s on {_endpoints_text(args)}{status.explain()}",
+        )
         writer.write(msg)
         received += 1
 
@@ -837,12 +845,10 @@ async def _run_req(
         if msg is None:
             return
         await sock.send_multipart(msg)
-        with trio.move_on_after(args.timeout or float("inf")) as scope:
-            reply = await sock.recv_multipart()
-        if scope.cancelled_caught:
-            run.fail(
-                f"no reply within {args.timeout:g}s from {_endpoints_text(args)}{status.explain()}"
-            )
+        reply = await _recv_within(
+            sock, args, run,
+            lambda: f"reply within {args.timeout:g}s from {_endpoints_text(args)}{status.explain()}",
+        )
         writer.write(reply)
         done += 1
 
@@ -857,10 +863,9 @@ async def _run_rep(
 ) -> None:
     done = 0
     while args.count is None or done < args.count:
-        with trio.move_on_after(args.timeout or float("inf")) as scope:
-            request = await sock.recv_multipart()
-        if scope.cancelled_caught:
-            run.fail(f"no request within {args.timeout:g}s on {_endpoints_text(args)}")
+        request = await _recv_within(
+            sock, args, run, lambda: f"request within {args.timeout:g}s on {_endpoints_text(args)}"
+        )
         writer.write(request)
         if args.echo:
             reply = request
