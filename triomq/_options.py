@@ -76,6 +76,11 @@ class SocketOptions:
     #: own buffers).
     sndbuf: int | None = attrs.field(default=None, validator=_buffer_size)
     rcvbuf: int | None = attrs.field(default=None, validator=_buffer_size)
+    #: a task waiting in recv on a socket whose only connection is tcp or ipc
+    #: keeps trying to read it for this long (seconds of real time, letting
+    #: other tasks run in between) before it sleeps until the kernel wakes it:
+    #: CPU spent for latency, as Linux's SO_BUSY_POLL (0 = never; a triomq option)
+    busy_poll: float = attrs.field(default=0.0, validator=_seconds_value)
 
     # --- heartbeats
     heartbeat_ivl: float | None = attrs.field(default=None, validator=_seconds)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Awaitable, Callable
 
 import attrs
@@ -327,6 +328,8 @@ class _Session:
         #: the run's clock, read directly (trio.current_time() is three calls deep)
         self._now = trio.lowlevel.current_clock().current_time
         self._receives = core.receives
+        #: a borrowing receiver tries reads this long before it sleeps (busy_poll)
+        self._busy_poll = core.options.busy_poll
         self._last_received = self._now()
         #: how long the peer may stay silent (heartbeat timeout, or the TTL it asked for)
         self._peer_timeout: float | None = None
@@ -569,6 +572,8 @@ class _Session:
                         return False
                 self._borrower_waiting = True
                 try:
+                    if self._busy_poll and await self._busy_poll_read():
+                        return True
                     await trio.lowlevel.wait_readable(fd)
                 except trio.ClosedResourceError:
                     return True  # woken (wake_borrower): something else changed
@@ -588,6 +593,31 @@ class _Session:
             self._hand_back(exc)
             await trio.lowlevel.cancel_shielded_checkpoint()
             return True
+
+    async def _busy_poll_read(self) -> bool:
+        """Try to read, a pass of the loop apart, for up to busy_poll seconds;
+        True if something came (or the borrower was woken), False if the time
+        ran out with nothing read.
+
+        Real time, not Trio's clock: it bounds the CPU spent spinning (and a
+        frozen clock in a test would never end it). Cancellable at each pass,
+        with nothing consumed: what was read is queued.
+        """
+        until = time.perf_counter() + self._busy_poll
+        passes = 0
+        while True:
+            self._read_once()
+            if self._events_pending:
+                self._take_events()
+                if not passes:  # (the call's schedule point)
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return True
+            if time.perf_counter() >= until:
+                return False
+            await trio.lowlevel.checkpoint()
+            passes += 1
+            if self._borrowed_fd < 0 or not self._lent:
+                return True  # woken (wake_borrower), or the lease was taken back
 
     def read_nowait(self) -> None:
         if not self._lent or self._borrower_waiting or self._handed_back is not None:
