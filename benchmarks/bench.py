@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         theirs = median_of(runs, lambda: latency(PYZMQ, "tcp", 64, count)) if zmq_ok else 0.0
         for name, lib in (
             ("REQ/REP round trip tcp 64 B (median)", "triomq"),
+            ("REQ/REP round trip tcp 64 B, busy_poll=200us (median)", "triomq-busy"),
             ("floor: raw echo on a Trio loop, tcp 68 B, no ZMTP (median)", "trio-raw"),
         ):
             both(name, lambda: latency(lib, "tcp", 64, count), lambda: theirs, "latency")

@@ -11,6 +11,8 @@ Roles:
   req    ENDPOINT COUNT SIZE  connect REQ, time COUNT round trips
 
 With LIB "triomq-batch", push/pull use the batch calls (send_many/recv_many).
+With LIB "triomq-busy", rep/req set busy_poll (200 µs): receivers spin
+before they sleep, trading CPU for latency.
 With LIB "trio-raw", rep/req are the floor of a request/reply round trip for
 any Trio program: raw non-blocking tcp sockets on a Trio loop, no ZMTP, each
 side waking once per message (the bytes of a REQ's 64-byte request).
@@ -22,6 +24,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+
+#: the busy_poll of LIB "triomq-busy", in seconds
+BUSY_POLL = 200e-6
 
 # fixed test keys (public, secret) so both processes agree without talking
 SERVER_KEYS = (b"JNvdT.Zr<Xq<}H[PuSc(7/!)7<w7)k@l3$BqbzHb", b"zufoLGfo5II=fa$co!jV68m/Z6BRVCxkr+pH!XRq")
@@ -131,6 +136,8 @@ async def run_triomq(role: str, lib: str, endpoint: str, count: int, size: int, 
         else:
             options.update(curve_serverkey=SERVER_KEYS[0], curve_publickey=CLIENT_KEYS[0],
                            curve_secretkey=CLIENT_KEYS[1])
+    if lib == "triomq-busy":
+        options["busy_poll"] = BUSY_POLL
     if role == "pub":
         options["sndhwm"] = 0
         options["xpub_verbose"] = True  # one report per subscriber, to count them
