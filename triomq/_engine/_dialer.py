@@ -9,7 +9,7 @@ from typing import Any
 import trio
 
 from .._endpoint import Endpoint
-from .._transports._stream import BoundListener, open_stream, peer_address, set_buffers
+from .._transports._stream import BoundListener, open_stream, peer_address
 from ._core import SocketCore
 from ._monitor import Accepted, Closed, Connected, ConnectRetried
 from ._pipe import Pipe
@@ -52,7 +52,6 @@ async def run_dialer(
             except (OSError, trio.BrokenResourceError) as exc:
                 reason = _describe(exc)
             else:
-                set_buffers(stream, sndbuf=options.sndbuf, rcvbuf=options.rcvbuf)
                 core.emit(Connected(name))
                 ok = await run_stream_session(
                     core, stream, endpoint=name, peer_address=peer_address(stream), pipe=pipe
@@ -104,7 +103,6 @@ async def _accept_loop(
             logger.warning("%s: accept failed: %s", name, _describe(exc))
             await trio.sleep(ACCEPT_ERROR_PAUSE)
             continue
-        set_buffers(stream, sndbuf=core.options.sndbuf, rcvbuf=core.options.rcvbuf)
         address = peer_address(stream)
         core.emit(Accepted(name, address))
         nursery.start_soon(_accepted_session, core, stream, name, address)

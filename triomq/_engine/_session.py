@@ -23,7 +23,7 @@ from .._errors import (
     ProtocolError,
     TriomqError,
 )
-from .._transports._stream import tls_failure
+from .._transports._stream import set_buffers, tls_failure
 from .._zmtp._connection import ZMTPConnection
 from .._zmtp._events import (
     NEED_DATA,
@@ -226,6 +226,7 @@ async def run_stream_session(
     None and a pipe is made once the handshake succeeds.
     """
     try:
+        set_buffers(stream, sndbuf=core.options.sndbuf, rcvbuf=core.options.rcvbuf)
         conn = core.make_connection()
         try:
             timeout = core.options.handshake_ivl
@@ -376,7 +377,7 @@ class _Session:
         for topic in reversed(self.core.initial_subscriptions()):
             pipe.outq.unget(SubscriptionCommand(topic, True))
         pipe.link = self
-        if self._fd >= 0 and self.core.receives:
+        if self._fd >= 0 and self._receives:
             pipe.lender = self
         try:
             async with trio.open_nursery() as nursery:
@@ -520,7 +521,7 @@ class _Session:
         self.core.wake_receivers()  # the receiver that asked takes it now
         uses = self._lease_uses
         try:
-            deadline = trio.current_time() + LEASE_GRACE
+            deadline = self._now() + LEASE_GRACE
             while True:
                 with trio.CancelScope(deadline=deadline) as scope:
                     self._lease_scope = scope
@@ -535,7 +536,7 @@ class _Session:
                     deadline = math.inf  # the borrower sets one when it stops waiting
                 elif self._lease_uses != uses:  # used since: look again a grace later
                     uses = self._lease_uses
-                    deadline = trio.current_time() + LEASE_GRACE
+                    deadline = self._now() + LEASE_GRACE
                 else:
                     return
         finally:
@@ -552,7 +553,7 @@ class _Session:
         lends the connection at its next wait. Cancelled while waiting, it
         consumed nothing (what it read is queued, never dropped).
         """
-        if not self._lent or self._borrower_waiting or self._handed_back is not None:
+        if not self._borrowable():
             self.pipe.lease_wanted = True
             return False
         self._lease_uses += 1
@@ -580,7 +581,7 @@ class _Session:
                 finally:
                     self._borrower_waiting = False
                     if not self._lease_deadline_set and self._lease_scope is not None:
-                        self._lease_scope.deadline = trio.current_time() + LEASE_GRACE
+                        self._lease_scope.deadline = self._now() + LEASE_GRACE
                         self._lease_deadline_set = True
                 if not self._lent:
                     return True  # taken back meanwhile (the session may be closing its socket)
@@ -619,8 +620,13 @@ class _Session:
             if self._borrowed_fd < 0 or not self._lent:
                 return True  # woken (wake_borrower), or the lease was taken back
 
+    def _borrowable(self) -> bool:
+        """The connection is lent, and no other task is reading it or has
+        handed back what ended it."""
+        return self._lent and not self._borrower_waiting and self._handed_back is None
+
     def read_nowait(self) -> None:
-        if not self._lent or self._borrower_waiting or self._handed_back is not None:
+        if not self._borrowable():
             return
         try:
             if self._events_pending and self._take_pending():
