@@ -26,7 +26,16 @@ from triomq._zmtp._events import (
     Pong,
     Subscription,
 )
-from triomq._zmtp._frames import COMMAND, MORE, SCRATCH_MAX, FrameDecoder, encode_frame, encode_message
+from triomq._zmtp._frames import (
+    COMMAND,
+    MORE,
+    SCRATCH_MAX,
+    FrameDecoder,
+    encode_frame,
+    encode_message,
+    encode_messages_into,
+    frame_header,
+)
 from triomq._zmtp._greeting import GREETING_SIZE, decode_greeting_untrusted, encode_greeting
 
 frames_st = st.lists(st.binary(max_size=600), min_size=1, max_size=6)
@@ -304,6 +313,63 @@ def test_bulk_message_decoding_matches_event_decoding(messages: list[list[bytes]
         last = max(last, cut)
         while True:
             b.read_messages(got, 3)
+            event = b.next_event()
+            if event is NEED_DATA:
+                break
+            assert isinstance(event, Message)
+            got.append(event.frames)
+    assert got == messages
+
+
+#: mostly runs of single short frames (the decoder's fast path), broken up by
+#: multipart, long and empty messages
+short_runs_st = st.lists(
+    st.one_of(
+        st.lists(st.binary(max_size=255), min_size=1, max_size=1),
+        st.lists(st.binary(max_size=255), min_size=1, max_size=1),
+        st.lists(st.binary(max_size=255), min_size=1, max_size=1),
+        frames_st,
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=200)
+@given(short_runs_st)
+def test_batch_encoding_matches_frame_by_frame(messages: list[list[bytes]]) -> None:
+    """Batches take a bulk path when every message is one short frame, and a
+    loop otherwise: both write what frame_header and the bodies spell out."""
+    expected = b"".join(
+        frame_header(len(body), MORE if i < len(m) - 1 else 0) + body for m in messages for i, body in enumerate(m)
+    )
+    singles = [m for m in messages if len(m) == 1 and len(m[0]) < 256]
+    for batch in (messages, singles, singles * 20):
+        out: list[bytes | bytearray | memoryview] = [b"before"]
+        encode_messages_into(out, batch)
+        assert out[0] == b"before"
+        want = expected if batch is messages else b"".join(frame_header(len(m[0])) + m[0] for m in batch)
+        assert b"".join(out[1:]) == want
+
+
+@settings(max_examples=200)
+@given(short_runs_st, st.data())
+def test_bulk_decoding_of_short_single_frames_matches_event_decoding(messages: list[list[bytes]], data) -> None:  # type: ignore[no-untyped-def]
+    """Runs of short one-frame messages, any split, any limit per call: the
+    fast path hands over exactly what next_event would, never more than asked."""
+    a, b = connected_pair()
+    wire = b"".join(a.encode_message(m) for m in messages)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
+    got: list[list[bytes]] = []
+    last = 0
+    for cut in [*cuts, len(wire)]:
+        b.receive_data(wire[last:cut]) if cut > last else None
+        last = max(last, cut)
+        while True:
+            before = len(got)
+            limit = data.draw(st.integers(0, 50))
+            b.read_messages(got, limit)
+            assert len(got) - before <= limit
             event = b.next_event()
             if event is NEED_DATA:
                 break
