@@ -6,9 +6,13 @@ import socket as stdlib_socket
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import triomq
 from triomq._mechanisms._null import NullMechanism
+from triomq._options import SocketOptions
+from triomq._patterns._pubsub import Pub
 from triomq._patterns._prefix import PrefixIndex
 from triomq._zmtp._connection import ZMTPConnection
 from triomq._zmtp._events import NEED_DATA, Message, Subscription
@@ -31,6 +35,65 @@ def test_prefix_index_counts_and_matches() -> None:
     assert index.remove_key("p2") == [b"ab"]
     assert index.remove(b"zz", "p1") == (False, False)
     assert index.matches(b"anything") and not PrefixIndex().matches(b"x")
+
+
+class _CountedPipe:
+    """A pipe with room for *room* messages, recording what a pattern queues."""
+
+    routing_id = b""
+    connected = True
+
+    def __init__(self, room: int) -> None:
+        self.left = room
+        self.queued: list[list[bytes]] = []
+
+    def writable(self) -> bool:
+        return self.left > 0
+
+    def room(self) -> int:
+        return self.left
+
+    def write(self, msg: list[bytes]) -> None:
+        self.write_many([msg])
+
+    def write_many(self, msgs: list[list[bytes]]) -> None:
+        assert len(msgs) <= self.left
+        self.left -= len(msgs)
+        self.queued += msgs
+
+
+@settings(max_examples=150)
+@given(
+    st.lists(st.tuples(st.lists(st.sampled_from([b"", b"a", b"ab", b"b"]), max_size=2), st.integers(0, 30)), min_size=1, max_size=5),
+    st.lists(st.sampled_from([b"a", b"ab", b"abc", b"b", b"c"]), max_size=60),
+)
+def test_send_batch_queues_and_drops_as_sending_one_by_one(subscribers, topics) -> None:  # type: ignore[no-untyped-def]
+    """A PUB's batch gives every subscriber the messages it matches, in order,
+    until its pipe is full, and counts the rest as dropped for that pipe: the
+    same as sending them one at a time (runs of messages for the same
+    subscribers are queued as one slice)."""
+    msgs = [[topic, b"%d" % i] for i, topic in enumerate(topics)]
+
+    def publish(batch: bool) -> tuple[list[list[list[bytes]]], dict[int, int], int]:
+        pub = Pub(SocketOptions())
+        pipes = [_CountedPipe(room) for _, room in subscribers]
+        for pipe, (prefixes, _) in zip(pipes, subscribers):
+            pub.attach(pipe)  # type: ignore[arg-type]
+            for prefix in prefixes:
+                pub.subscription(pipe, prefix, True)  # type: ignore[arg-type]
+        if batch:
+            assert pub.send_batch(msgs) == len(msgs)
+        else:
+            for msg in msgs:
+                assert pub.send(msg)
+        drops = {pipes.index(p): n for p, n in pub.dropped_by_pipe.items()}  # type: ignore[arg-type]
+        return [pipe.queued for pipe in pipes], drops, pub.dropped
+
+    expected = publish(batch=False)
+    assert publish(batch=True) == expected
+    for (prefixes, room), queued in zip(subscribers, expected[0]):
+        matching = [m for m in msgs if any(m[0].startswith(p) for p in prefixes)]
+        assert queued == matching[:room]
 
 
 async def test_filtering_overlap_unsubscribe_and_empty(endpoint: str) -> None:

@@ -9,7 +9,7 @@ cannot filter at the publisher (multicast) behave the same.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 from typing import cast
 
 from .._errors import StateError
@@ -71,28 +71,26 @@ class Pub(Pattern):
         return True
 
     def send_batch(self, msgs: list[Msg]) -> int:
-        # each subscriber's share of the batch, queued in one go (in order)
-        shares: dict[Hashable, list[Msg]] = {}
+        # each subscriber's share of the batch, queued in order, as runs:
+        # consecutive messages for the same subscribers (all of them, when
+        # everyone takes every topic) are one slice, shared by their pipes
+        shares: dict[Hashable, list[list[Msg]]] = {}
         match_keys = self.index.match_keys
-        for msg in msgs:
-            for key in match_keys(msg[0]):
-                share = shares.get(key)
-                if share is None:
-                    shares[key] = [msg]
-                else:
-                    share.append(msg)
-        for key, share in shares.items():
+        keys: Collection[Hashable] = ()
+        start = 0
+        for i, msg in enumerate(msgs):
+            found = match_keys(msg[0])
+            if found != keys:
+                _add_run(shares, keys, msgs[start:i])
+                keys, start = found, i
+        _add_run(shares, keys, msgs[start:])
+        for key, runs in shares.items():
             pipe = cast(PipeLike, key)
-            done, total = 0, len(share)
-            while done < total:
-                room = pipe.room()
-                if room <= 0:
+            for n, run in enumerate(runs):
+                written = _write_some(pipe, run)
+                if written < len(run):
+                    self._drop(pipe, len(run) - written + sum(map(len, runs[n + 1 :])))
                     break
-                chunk = share[done : done + room] if done or room < total else share
-                pipe.write_many(chunk)
-                done += len(chunk)
-            if done < total:
-                self._drop(pipe, total - done)
         return len(msgs)
 
     def _drop(self, pipe: PipeLike, count: int) -> None:
@@ -295,3 +293,28 @@ class XSub(Sub):
     def recv_message(self) -> Msg | None:
         got = self._fq.recv()
         return None if got is None else got[1]
+
+
+def _add_run(shares: dict[Hashable, list[list[Msg]]], keys: Collection[Hashable], run: list[Msg]) -> None:
+    """Give *run* to each of *keys* (every subscriber's list of runs, in order)."""
+    if not run:
+        return
+    for key in keys:
+        runs = shares.get(key)
+        if runs is None:
+            shares[key] = [run]
+        else:
+            runs.append(run)
+
+
+def _write_some(pipe: PipeLike, run: list[Msg]) -> int:
+    """Queue as much of *run* as *pipe* has room for; returns how many."""
+    done, total = 0, len(run)
+    while done < total:
+        room = pipe.room()
+        if room <= 0:
+            break
+        chunk = run[done : done + room] if done or room < total else run
+        pipe.write_many(chunk)
+        done += len(chunk)
+    return done
