@@ -271,6 +271,20 @@ def test_maxmsgsize_counts_whole_message() -> None:
         events(b)
 
 
+
+def test_bulk_decoding_counts_short_frames_against_maxmsgsize() -> None:
+    """Frames under 256 bytes each can still add up past maxmsgsize: the bulk
+    path hands over the messages before, and leaves that one to next_event."""
+    a = ZMTPConnection(SocketType.PUSH, NullMechanism())
+    b = ZMTPConnection(SocketType.PULL, NullMechanism(), maxmsgsize=300)
+    pump(a, b)
+    b.receive_data(b"".join(a.encode_message(m) for m in ([b"ok"], [b"x" * 200, b"y" * 200], [b"after"])))
+    got: list[list[bytes]] = []
+    b.read_messages(got, 10)
+    assert got == [[b"ok"]]
+    with pytest.raises(RemoteProtocolError, match="maxmsgsize"):
+        b.next_event()
+
 @settings(max_examples=300)
 @given(st.binary(max_size=300), st.integers(min_value=0, max_value=3))
 def test_garbage_after_greeting_gives_only_protocol_errors(garbage: bytes, skip: int) -> None:

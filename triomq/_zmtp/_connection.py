@@ -17,7 +17,7 @@ All state rules live here; the mechanism object only judges handshake commands.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from .._errors import HandshakeError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from .._socket_type import SocketType
@@ -131,7 +131,7 @@ class ZMTPConnection:
         if self.state is not ConnectionState.ACTIVE:
             raise LocalProtocolError(f"cannot send messages in state {self.state.value}")
 
-    def encode_messages_into(self, out: list[Buffer], messages: Iterable[Sequence[Buffer]]) -> None:
+    def encode_messages_into(self, out: list[Buffer], messages: Sequence[Sequence[Buffer]]) -> None:
         """Append the wire form of each message to *out* (bodies are not copied when unencrypted)."""
         self._require_active()
         if not self._encrypts:

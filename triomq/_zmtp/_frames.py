@@ -363,20 +363,35 @@ class FrameDecoder:
         short_ok = cap > 255
         last = end - 1
         while count < limit:
-            if short_ok and not parts:
-                # runs of single-frame messages under 256 bytes (flags 0, the
-                # bulk of most traffic): the fewest steps a frame can take; the
-                # loop below takes whatever else comes, one frame at a time
-                base = len(out)
-                for _ in range(limit - count):
-                    if pos >= last or buf[pos]:
+            if short_ok:
+                # frames under 256 bytes, the bulk of most traffic, take the
+                # fewest steps; the rest of the loop takes whatever else comes
+                # (one frame at a time), or stops
+                while pos < last:
+                    flags = buf[pos]
+                    if flags > MORE:
                         break
                     stop = pos + 2 + buf[pos + 1]
                     if stop > end:
                         break
-                    append([buf[pos + 2 : stop]])
-                    pos = stop
-                count += len(out) - base
+                    if flags or parts:
+                        fsize = stop - pos - 2
+                        if size + fsize > cap:
+                            break
+                        parts.append(buf[pos + 2 : stop])
+                        pos = stop
+                        if flags:
+                            size += fsize
+                            continue
+                        append(parts)
+                        parts = []
+                        size = 0
+                    else:
+                        append([buf[pos + 2 : stop]])
+                        pos = stop
+                    count += 1
+                    if count == limit:
+                        break
                 if count == limit:
                     break
             if end - pos < 2:
