@@ -66,12 +66,14 @@ def encode_messages_into(out: list[Buffer], messages: Sequence[Sequence[Buffer]]
     more = _SHORT_HEADERS_MORE
     append = out.append
     for frames in messages:
-        if len(frames) > 1:
+        if len(frames) == 1:
+            body = frames[0]
+        else:
             for body in frames[:-1]:
                 n = len(body)
                 append(more[n] if n < 256 else _LONG_HEADER.pack(LONG | MORE, n))
                 append(body)
-        body = frames[-1]
+            body = frames[-1]
         n = len(body)
         append(short[n] if n < 256 else _LONG_HEADER.pack(LONG, n))
         append(body)
