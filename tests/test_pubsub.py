@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 import triomq
 from triomq._mechanisms._null import NullMechanism
 from triomq._options import SocketOptions
-from triomq._patterns._pubsub import Pub
 from triomq._patterns._prefix import PrefixIndex
+from triomq._patterns._pubsub import Pub
 from triomq._zmtp._connection import ZMTPConnection
 from triomq._zmtp._events import NEED_DATA, Message, Subscription
 from triomq._zmtp._frames import encode_message
@@ -43,8 +43,9 @@ class _CountedPipe:
     routing_id = b""
     connected = True
 
-    def __init__(self, room: int) -> None:
+    def __init__(self, room: int, hands_over: bool = False) -> None:
         self.left = room
+        self.hands_over = hands_over
         self.queued: list[list[bytes]] = []
 
     def writable(self) -> bool:
@@ -64,20 +65,25 @@ class _CountedPipe:
 
 @settings(max_examples=150)
 @given(
-    st.lists(st.tuples(st.lists(st.sampled_from([b"", b"a", b"ab", b"b"]), max_size=2), st.integers(0, 30)), min_size=1, max_size=5),
+    st.lists(
+        st.tuples(st.lists(st.sampled_from([b"", b"a", b"ab", b"b"]), max_size=2), st.integers(0, 30), st.booleans()),
+        min_size=1,
+        max_size=5,
+    ),
     st.lists(st.sampled_from([b"a", b"ab", b"abc", b"b", b"c"]), max_size=60),
 )
 def test_send_batch_queues_and_drops_as_sending_one_by_one(subscribers, topics) -> None:  # type: ignore[no-untyped-def]
     """A PUB's batch gives every subscriber the messages it matches, in order,
     until its pipe is full, and counts the rest as dropped for that pipe: the
     same as sending them one at a time (runs of messages for the same
-    subscribers are queued as one slice)."""
+    subscribers are queued as one slice). An inproc peer, which takes the
+    message objects themselves, never shares one with another subscriber."""
     msgs = [[topic, b"%d" % i] for i, topic in enumerate(topics)]
 
     def publish(batch: bool) -> tuple[list[list[list[bytes]]], dict[int, int], int]:
         pub = Pub(SocketOptions())
-        pipes = [_CountedPipe(room) for _, room in subscribers]
-        for pipe, (prefixes, _) in zip(pipes, subscribers):
+        pipes = [_CountedPipe(room, hands_over) for _, room, hands_over in subscribers]
+        for pipe, (prefixes, _, _) in zip(pipes, subscribers, strict=True):
             pub.attach(pipe)  # type: ignore[arg-type]
             for prefix in prefixes:
                 pub.subscription(pipe, prefix, True)  # type: ignore[arg-type]
@@ -86,12 +92,16 @@ def test_send_batch_queues_and_drops_as_sending_one_by_one(subscribers, topics) 
         else:
             for msg in msgs:
                 assert pub.send(msg)
+        for i, pipe in enumerate(pipes):
+            if pipe.hands_over:
+                mine = {id(m) for m in pipe.queued}
+                assert not any(mine & {id(m) for m in other.queued} for other in pipes[:i] + pipes[i + 1 :])
         drops = {pipes.index(p): n for p, n in pub.dropped_by_pipe.items()}  # type: ignore[arg-type]
         return [pipe.queued for pipe in pipes], drops, pub.dropped
 
     expected = publish(batch=False)
     assert publish(batch=True) == expected
-    for (prefixes, room), queued in zip(subscribers, expected[0]):
+    for (prefixes, room, _), queued in zip(subscribers, expected[0], strict=True):
         matching = [m for m in msgs if any(m[0].startswith(p) for p in prefixes)]
         assert queued == matching[:room]
 
@@ -172,7 +182,7 @@ async def test_slow_subscriber_never_blocks_the_publisher(transport: str) -> Non
                 async with trio.open_nursery() as readers:
                     for i, sub in enumerate(subs[1:], 1):  # subs[0] never reads
                         readers.start_soon(reader, i, sub)
-                    for i in range(n_msgs):
+                    for _ in range(n_msgs):
                         pub.send_nowait(payload)  # a PUB never waits: this never raises
                         await trio.lowlevel.checkpoint()  # publish at a pace the fast readers keep up with
                     # a PUB drops "end" at a full pipe too, and nothing tells when a
@@ -377,6 +387,41 @@ async def test_proxy_devices(kind: str) -> None:
                 assert control.forwarded > 0
                 assert await tap.recv_multipart()  # the capture socket saw a copy
                 nursery.cancel_scope.cancel()
+
+
+async def test_inproc_subscribers_each_get_messages_of_their_own() -> None:
+    """Over inproc a subscriber receives the message objects themselves: with
+    several subscribers each gets its own, so one that changes what it
+    received (say, pops the topic) changes nothing for the others. The same
+    for an XSUB's messages to several publishers."""
+    with trio.fail_after(10):
+        async with (
+            triomq.open_socket(triomq.PUB) as pub,
+            triomq.open_socket(triomq.SUB, subscribe=[b""]) as a,
+            triomq.open_socket(triomq.SUB, subscribe=[b""]) as b,
+        ):
+            await pub.bind("inproc://own-copies")
+            for sub in (a, b):
+                await sub.connect("inproc://own-copies")  # (subscribed as it joins)
+            await pub.send_multipart([b"topic", b"one"])
+            await pub.send_many([[b"topic", b"two"], [b"topic", b"three"]])
+            for body in (b"one", b"two", b"three"):
+                got = await a.recv_multipart()
+                assert got.pop(0) == b"topic"
+                assert await b.recv_multipart() == [b"topic", body]
+        async with (
+            triomq.open_socket(triomq.XSUB) as xsub,
+            triomq.open_socket(triomq.XPUB) as x1,
+            triomq.open_socket(triomq.XPUB) as x2,
+        ):
+            for i, xpub in enumerate((x1, x2)):
+                await xpub.bind(f"inproc://own-copies-{i}")
+                await xsub.connect(f"inproc://own-copies-{i}")
+            await xsub.wait_peers(2)
+            await xsub.send_multipart([b"up", b"stream"])
+            got = await x1.recv_multipart()
+            got.clear()
+            assert await x2.recv_multipart() == [b"up", b"stream"]
 
 
 async def _queued_in(sock: triomq.Socket, n: int) -> None:

@@ -90,6 +90,7 @@ def unbind_inproc(core: InprocCore, name: str) -> None:
 def connect_inproc(core: InprocCore, name: str, pipe: Pipe) -> None:
     """Join *pipe* (already made and attached by the connecting socket) to the binder of *name*."""
     reg = _get_registry()
+    pipe.hands_over = True
     binder = reg.bound.get(name)
     if binder is None:
         reg.pending.setdefault(name, []).append(_Pending(core, pipe))
@@ -113,6 +114,7 @@ def _combined(a: int, b: int) -> int:
 def _join(conn_core: InprocCore, conn_pipe: Pipe, bind_core: InprocCore, name: str) -> None:
     endpoint = f"inproc://{name}"
     bind_pipe = bind_core.new_pipe(endpoint, persistent=False)
+    bind_pipe.hands_over = True
     # the binder's pipe shares the connector's queues, crossed over
     bind_pipe.outq = conn_pipe.inq
     bind_pipe.inq = conn_pipe.outq

@@ -202,6 +202,9 @@ class Pipe:
     lender: Lender | None = None
     #: a receiver parked on this pipe alone: its engine should lend its descriptor
     lease_wanted: bool = False
+    #: the peer takes the very message objects queued here (inproc), where an
+    #: engine would only encode them
+    hands_over: bool = False
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "terminating" if self.terminating else "pending"

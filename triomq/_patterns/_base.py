@@ -24,6 +24,9 @@ class PipeLike(Protocol):
     routing_id: bytes
     #: True once the peer's handshake completed (``immediate`` sockets only use these)
     connected: bool
+    #: the peer receives the very message objects written here (inproc): a
+    #: message for several peers must give each of these its own copy
+    hands_over: bool
 
     def __hash__(self) -> int: ...
 

@@ -62,10 +62,12 @@ class Pub(Pattern):
         keys = self.index.match_keys(msg[0])
         if not keys:
             return True
+        several = len(keys) > 1
         for key in keys:
             pipe = cast(PipeLike, key)
             if pipe.writable():
-                pipe.write(msg)
+                # an inproc peer gets the message object itself: its own copy
+                pipe.write(list(msg) if several and pipe.hands_over else msg)
             else:
                 self._drop(pipe, 1)
         return True
@@ -280,9 +282,10 @@ class XSub(Sub):
                 for pipe in self.pipes:
                     pipe.send_subscription(topic, False)
             return True
+        several = len(self.pipes) > 1
         for pipe in self.pipes:
             if pipe.writable():
-                pipe.write(msg)
+                pipe.write(list(msg) if several and pipe.hands_over else msg)
             else:
                 self.dropped += 1
         return True
@@ -296,15 +299,21 @@ class XSub(Sub):
 
 
 def _add_run(shares: dict[Hashable, list[list[Msg]]], keys: Collection[Hashable], run: list[Msg]) -> None:
-    """Give *run* to each of *keys* (every subscriber's list of runs, in order)."""
+    """Give *run* to each of *keys* (every subscriber's list of runs, in order).
+
+    Subscribers share the run, except that an inproc peer (which gets the
+    message objects themselves) gets copies when there are several.
+    """
     if not run:
         return
+    several = len(keys) > 1
     for key in keys:
+        mine = [list(msg) for msg in run] if several and cast(PipeLike, key).hands_over else run
         runs = shares.get(key)
         if runs is None:
-            shares[key] = [run]
+            shares[key] = [mine]
         else:
-            runs.append(run)
+            runs.append(mine)
 
 
 def _write_some(pipe: PipeLike, run: list[Msg]) -> int:
