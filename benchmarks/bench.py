@@ -198,22 +198,22 @@ def main(argv: list[str] | None = None) -> int:
                 mult = size if kind == "bandwidth" else 1
                 both(
                     f"PUSH->PULL {transport} {size_name(size)}",
-                    lambda: pipeline("triomq", transport, size, count, []) * mult,
-                    lambda: pipeline(PYZMQ, transport, size, count, []) * mult,
+                    lambda t=transport, s=size, n=count, m=mult: pipeline("triomq", t, s, n, []) * m,
+                    lambda t=transport, s=size, n=count, m=mult: pipeline(PYZMQ, t, s, n, []) * m,
                     kind,
                 )
             both(
                 f"PUSH->PULL {transport} 1 KiB, batch API",
-                lambda: pipeline("triomq-batch", transport, 1024, int(100_000 * scale), []),
-                lambda: pipeline(PYZMQ, transport, 1024, int(100_000 * scale), []),
+                lambda t=transport: pipeline("triomq-batch", t, 1024, int(100_000 * scale), []),
+                lambda t=transport: pipeline(PYZMQ, t, 1024, int(100_000 * scale), []),
                 "rate",
             )
     if "inproc" in args.groups:
         count = int(200_000 * scale)
         for lib in ("triomq", "triomq-batch"):
             label = "per message" if lib == "triomq" else "batch API"
-            inproc_rate = median_of(runs, lambda: inproc(lib, 1024, count))
-            tcp_rate = median_of(runs, lambda: pipeline(lib, "tcp", 1024, count, []))
+            inproc_rate = median_of(runs, lambda lib=lib: inproc(lib, 1024, count))
+            tcp_rate = median_of(runs, lambda lib=lib: pipeline(lib, "tcp", 1024, count, []))
             table.add(
                 f"inproc vs triomq tcp, 1 KiB, {label}",
                 f"{human(inproc_rate)}/s",
@@ -230,15 +230,15 @@ def main(argv: list[str] | None = None) -> int:
             ("REQ/REP round trip tcp 64 B, busy_poll=200us (median)", "triomq-busy"),
             ("floor: raw echo on a Trio loop, tcp 68 B, no ZMTP (median)", "trio-raw"),
         ):
-            both(name, lambda: latency(lib, "tcp", 64, count), lambda: theirs, "latency")
+            both(name, lambda lib=lib: latency(lib, "tcp", 64, count), lambda: theirs, "latency")
     if "pubsub" in args.groups:
         for subs in (1, 10):
             count = int((100_000 if subs == 1 else 20_000) * scale)
             for lib, label in (("triomq", ""), ("triomq-batch", ", batch API")):
                 both(
                     f"PUB->{subs} SUB tcp 64 B (total delivered){label}",
-                    lambda: fanout(lib, "tcp", 64, count, subs),
-                    lambda: fanout(PYZMQ, "tcp", 64, count, subs),
+                    lambda lib=lib, n=count, k=subs: fanout(lib, "tcp", 64, n, k),
+                    lambda n=count, k=subs: fanout(PYZMQ, "tcp", 64, n, k),
                     "rate",
                 )
     if "curve" in args.groups:

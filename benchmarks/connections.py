@@ -16,7 +16,6 @@ import statistics
 import subprocess
 import sys
 import time
-import tracemalloc
 
 import trio
 
@@ -47,7 +46,6 @@ async def main_async(peers: int, rounds: int, interval: float) -> dict[str, floa
         [sys.executable, "-c", SERVER, str(peers)], stdout=subprocess.PIPE
     )
     assert proc.stdout is not None
-    lines: list[dict[str, object]] = []
     buf = b""
 
     async def next_line() -> dict[str, object]:

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import json
+import math
 import os
 import random
 import signal
@@ -32,6 +32,7 @@ import sys
 import time
 import zlib
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 import trio
@@ -77,7 +78,7 @@ async def worker(wid: int, inc: int, endpoint: str, conns: int, count: int, ling
                         head = b"%d %d %d %d %d %d" % (token, wid, inc, c, seq, zlib.crc32(payload))
                         await push.send_multipart([head, payload])
                         if seq % 100 == 0:
-                            await trio.sleep(0)
+                            await trio.lowlevel.checkpoint()
                 started = time.monotonic()
             stats = push.statistics()
             report["conns"].append(  # type: ignore[union-attr]
@@ -256,8 +257,8 @@ async def checker(args: argparse.Namespace) -> int:
     # --- checks
     violations = []
     duplicates = reordered = lost_killed = lost_at_drops = unexplained = 0
-    for key, seqs in received.items():
-        for a, b in zip(seqs, seqs[1:]):
+    for seqs in received.values():
+        for a, b in pairwise(seqs):
             if b == a:
                 duplicates += 1
             elif b < a:
@@ -278,7 +279,7 @@ async def checker(args: argparse.Namespace) -> int:
                 if not conn["disconnects"] and not conn["lost"] and not restarted and not proxied:
                     unexplained += missing
                     if args.verbose:
-                        holes = [(a, b) for a, b in zip([-1, *got], got) if b > a + 1]
+                        holes = [(a, b) for a, b in zip([-1, *got], got, strict=False) if b > a + 1]
                         print(f"  worker {wid}.{inc} conn {conn['c']}: {len(got)} of {conn['sent']}, "
                               f"gaps {holes[:5]}, disconnects {conn['disconnects']}, lost {conn['lost']}")
             if conn["close_seconds"] > args.linger + 2:

@@ -96,13 +96,12 @@ async def refused(
         "linger": 0,
         "reconnect_ivl": None,  # one attempt is enough for the demonstration
     }
-    async with triomq.open_socket(triomq.REQ, **options) as req:
-        async with req.monitor() as events:
-            await req.connect(endpoint)
-            async for event in events:
-                if isinstance(event, triomq.HandshakeFailed):
-                    print(f"{name}: refused ({event.kind.value}): {event.reason}")
-                    return event
+    async with triomq.open_socket(triomq.REQ, **options) as req, req.monitor() as events:
+        await req.connect(endpoint)
+        async for event in events:
+            if isinstance(event, triomq.HandshakeFailed):
+                print(f"{name}: refused ({event.kind.value}): {event.reason}")
+                return event
     raise AssertionError("the monitor closed without a verdict")
 
 
@@ -122,31 +121,34 @@ async def main(keys: Path) -> int:
     policy = auth.all_of(auth.allow_addresses("127.0.0.1"), auth.curve_key_directory(authorized))
     log: list[str] = []
     with trio.fail_after(20):
-        async with triomq.open_socket(
-            triomq.REP,
-            curve_server=True,
-            curve_secretkey=secret_of(server_secret_file),
-            authenticator=policy,
-            handshake_ivl=5,
-            linger=0,
-        ) as rep:
-            async with rep.monitor() as events, trio.open_nursery() as nursery:
-                endpoint = await rep.bind(ADDRESS)
-                print(f"service listening on {endpoint}")
-                nursery.start_soon(watch_server, events, log)
-                nursery.start_soon(serve, rep)
+        async with (
+            triomq.open_socket(
+                triomq.REP,
+                curve_server=True,
+                curve_secretkey=secret_of(server_secret_file),
+                authenticator=policy,
+                handshake_ivl=5,
+                linger=0,
+            ) as rep,
+            rep.monitor() as events,
+            trio.open_nursery() as nursery,
+        ):
+            endpoint = await rep.bind(ADDRESS)
+            print(f"service listening on {endpoint}")
+            nursery.start_soon(watch_server, events, log)
+            nursery.start_soon(serve, rep)
 
-                # 4. the clients
-                alice = await ask(endpoint, server_public, keys / "clients", "alice")
-                mallory = await refused(endpoint, server_public, keys / "clients", "mallory")
-                bob = await ask(endpoint, server_public, keys / "clients", "bob")
-                nursery.cancel_scope.cancel()
-                # events the watcher had no time to see
-                while True:
-                    try:
-                        report(events.receive_nowait(), log)
-                    except trio.WouldBlock:
-                        break
+            # 4. the clients
+            alice = await ask(endpoint, server_public, keys / "clients", "alice")
+            mallory = await refused(endpoint, server_public, keys / "clients", "mallory")
+            bob = await ask(endpoint, server_public, keys / "clients", "bob")
+            nursery.cancel_scope.cancel()
+            # events the watcher had no time to see
+            while True:
+                try:
+                    report(events.receive_nowait(), log)
+                except trio.WouldBlock:
+                    break
 
     ok = (
         alice == [b"hello, alice: what time is it?", b"hello, alice: goodbye"]

@@ -118,7 +118,7 @@ def assert_whole_subsequence(got: list[list[bytes]], sent: list[list[bytes]]) ->
     """Every message received was sent, is intact, and came in order, once."""
     idx = [index(m) for m in got]
     assert idx == sorted(set(idx)), "out of order or duplicated"
-    for i, m in zip(idx, got):
+    for i, m in zip(idx, got, strict=True):
         assert m == sent[i], f"message {i} corrupt"
     return idx
 
@@ -382,11 +382,11 @@ async def _fan_out(drop: float, count: int, seed: int) -> None:
         ) as subs:
             got: list[list[list[bytes]]] = [[], [], []]
             async with trio.open_nursery() as nursery:
-                for sub, out in zip(subs, got):
+                for sub, out in zip(subs, got, strict=True):
                     nursery.start_soon(collect, sub, count, out)
                 for m in messages:
                     await pub.send_multipart(m)
-            for sub, out in zip(subs, got):
+            for sub, out in zip(subs, got, strict=True):
                 assert len(out) == count
                 assert out == messages
                 stats = multicast_statistics(sub)[0]

@@ -274,7 +274,7 @@ async def test_cancelled_borrowing_receives_consume_nothing(busy_poll: float) ->
 async def test_the_reader_takes_the_connection_back_when_the_application_stops_receiving() -> None:
     async with triomq.open_socket(triomq.REP) as rep, triomq.open_socket(triomq.REQ) as req:
         await req.connect(await rep.bind("tcp://127.0.0.1:0"))
-        for i in range(3):  # rep's task now reads the connection while it waits
+        for _ in range(3):  # rep's task now reads the connection while it waits
             await req.send(b"q")
             assert await rep.recv() == b"q"
             await rep.send(b"a")
@@ -322,7 +322,7 @@ async def test_heartbeats_are_answered_while_borrowed(autojump_clock: trio.testi
     ) as router, triomq.open_socket(triomq.DEALER) as dealer, router.monitor() as events:
         await dealer.connect(await router.bind("tcp://127.0.0.1:0"))
         await dealer.send(b"q")
-        peer, body = await router.recv_multipart()
+        peer, _ = await router.recv_multipart()
         await _lend(dealer, lambda body: router.send_multipart([peer, body]))
         with trio.fail_after(60):  # (virtual time: a dropped peer never gets the reply)
             async with trio.open_nursery() as nursery:

@@ -108,7 +108,7 @@ async def test_reconnect_backoff_grows_to_max() -> None:
                             break
     # jitter adds up to one reconnect_ivl on top of the doubled interval
     bases = [0.01, 0.02, 0.04, 0.08, 0.08, 0.08]
-    for delay, base in zip(delays, bases):
+    for delay, base in zip(delays, bases, strict=True):
         assert base <= delay <= base + 0.01
 
 
@@ -137,7 +137,7 @@ async def test_pull_fair_queues(endpoint: str) -> None:
                 await a.connect(ep)
                 await b.connect(ep)
                 await pull.wait_peers(2)
-                for i in range(20):
+                for _ in range(20):
                     await a.send(b"a")
                     await b.send(b"b")
                 # wait until both peers' messages are all queued, then read: alternating

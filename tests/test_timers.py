@@ -8,6 +8,7 @@ takes microseconds) finishes before any virtual deadline can fire.
 from __future__ import annotations
 
 import socket as stdlib_socket
+from itertools import pairwise
 
 import pytest
 import trio
@@ -44,11 +45,11 @@ async def test_reconnect_backoff_on_virtual_time(clock: trio.testing.MockClock) 
                 event = await wait_for_event(events, triomq.ConnectRetried)
                 retries.append((trio.current_time() - start, event.delay))
     bases = [10, 20, 40, 80, 80, 80]
-    for (_, delay), base in zip(retries, bases):
+    for (_, delay), base in zip(retries, bases, strict=True):
         assert base <= delay <= base + 10
     # and the attempts really were that far apart on the clock
-    gaps = [b[0] - a[0] for a, b in zip(retries, retries[1:])]
-    for gap, (_, delay) in zip(gaps, retries):
+    gaps = [b[0] - a[0] for a, b in pairwise(retries)]
+    for gap, (_, delay) in zip(gaps, retries, strict=False):  # one gap fewer
         assert gap == pytest.approx(delay, abs=0.1)
 
 

@@ -256,7 +256,7 @@ def test_ping_pong_and_unknown_commands() -> None:
 
 
 def test_eof_gives_connection_closed() -> None:
-    a, b = connected_pair()
+    _, b = connected_pair()
     b.receive_data(b"")
     assert events(b) == [ConnectionClosed()]
     assert b.next_event() is NEED_DATA  # reported once

@@ -154,7 +154,7 @@ async def test_triomq_router_generates_ids(peers: Any) -> None:
             assert len(set(ids.values())) == 3
             for rid in ids.values():
                 assert len(rid) == 5 and rid[:1] == b"\x00"
-            for i, d in enumerate(dealers):
+            for i, _ in enumerate(dealers):
                 await router.send_multipart([ids[b"dealer %d" % i], b"to dealer %d" % i])
             for i, d in enumerate(dealers):
                 assert await peers.z(d.recv) == b"to dealer %d" % i

@@ -108,7 +108,7 @@ def test_late_join_property(messages: list[list[bytes]], max_payload: int, join:
     payloads = MessageEncoder(max_payload).encode(messages)
     join %= len(payloads)
     spans = _layout(messages, max_payload)
-    expected = [m for m, (first, _last) in zip(messages, spans) if first >= join]
+    expected = [m for m, (first, _last) in zip(messages, spans, strict=True) if first >= join]
     decoder = MessageDecoder()
     assert _decode(payloads[join:], decoder) == expected
 
@@ -121,7 +121,7 @@ def test_reset_after_loss_property(
     payloads = MessageEncoder(max_payload).encode(messages)
     lost %= len(payloads)
     spans = _layout(messages, max_payload)
-    expected = [m for m, (first, last) in zip(messages, spans) if last < lost or first > lost]
+    expected = [m for m, (first, last) in zip(messages, spans, strict=True) if last < lost or first > lost]
     decoder = MessageDecoder()
     out = _decode(payloads[:lost], decoder)
     decoder.reset()  # the receiver lost payload `lost`

@@ -20,7 +20,7 @@ def assert_whole_subsequence(node: Node, messages: list[list[bytes]]) -> list[in
     """Every delivered message is one that was sent, intact, in order, once."""
     idx = indices(node)
     assert idx == sorted(set(idx)), "out of order or duplicated"
-    for i, m in zip(idx, node.messages):
+    for i, m in zip(idx, node.messages, strict=True):
         assert m == messages[i], f"message {i} corrupt"
     return idx
 
