@@ -313,26 +313,36 @@ def test_random_bytes_never_raise_unexpected_errors(data: bytes) -> None:
         pass
 
 
-@settings(max_examples=200)
-@given(st.lists(frames_st, min_size=1, max_size=8), st.data())
-def test_bulk_message_decoding_matches_event_decoding(messages: list[list[bytes]], data) -> None:  # type: ignore[no-untyped-def]
-    """read_messages (the fast path) and next_event see the same messages, for any split."""
+def _decode_in_pieces(messages: list[list[bytes]], data, limits: st.SearchStrategy[int], cuts: int) -> None:  # type: ignore[no-untyped-def]
+    """Feed *messages*' wire form in random pieces; after each, take what
+    read_messages hands over (at most the limit drawn for the call), then one
+    next_event, as the reader does: the same messages come out, in order."""
     a, b = connected_pair()
     wire = b"".join(a.encode_message(m) for m in messages)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=4)))
+    splits = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=cuts)))
     got: list[list[bytes]] = []
     last = 0
-    for cut in [*cuts, len(wire)]:
+    for cut in [*splits, len(wire)]:
         b.receive_data(wire[last:cut]) if cut > last else None
         last = max(last, cut)
         while True:
-            b.read_messages(got, 3)
+            before = len(got)
+            limit = data.draw(limits)
+            b.read_messages(got, limit)
+            assert len(got) - before <= limit
             event = b.next_event()
             if event is NEED_DATA:
                 break
             assert isinstance(event, Message)
             got.append(event.frames)
     assert got == messages
+
+
+@settings(max_examples=200)
+@given(st.lists(frames_st, min_size=1, max_size=8), st.data())
+def test_bulk_message_decoding_matches_event_decoding(messages: list[list[bytes]], data) -> None:  # type: ignore[no-untyped-def]
+    """read_messages (the fast path) and next_event see the same messages, for any split."""
+    _decode_in_pieces(messages, data, st.just(3), cuts=4)
 
 
 #: mostly runs of single short frames (the decoder's fast path), broken up by
@@ -371,25 +381,7 @@ def test_batch_encoding_matches_frame_by_frame(messages: list[list[bytes]]) -> N
 def test_bulk_decoding_of_short_single_frames_matches_event_decoding(messages: list[list[bytes]], data) -> None:  # type: ignore[no-untyped-def]
     """Runs of short one-frame messages, any split, any limit per call: the
     fast path hands over exactly what next_event would, never more than asked."""
-    a, b = connected_pair()
-    wire = b"".join(a.encode_message(m) for m in messages)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
-    got: list[list[bytes]] = []
-    last = 0
-    for cut in [*cuts, len(wire)]:
-        b.receive_data(wire[last:cut]) if cut > last else None
-        last = max(last, cut)
-        while True:
-            before = len(got)
-            limit = data.draw(st.integers(0, 50))
-            b.read_messages(got, limit)
-            assert len(got) - before <= limit
-            event = b.next_event()
-            if event is NEED_DATA:
-                break
-            assert isinstance(event, Message)
-            got.append(event.frames)
-    assert got == messages
+    _decode_in_pieces(messages, data, st.integers(0, 50), cuts=6)
 
 
 @settings(max_examples=200)

@@ -58,6 +58,19 @@ class PipeLike(Protocol):
         """Pass a subscription (or cancel) to the peer, bypassing the HWM."""
 
 
+def write_as_room_allows(pipe: PipeLike, msgs: list[Msg]) -> int:
+    """Queue as many of *msgs* as *pipe* has room for, in order; returns how many."""
+    done, total = 0, len(msgs)
+    while done < total:
+        room = pipe.room()
+        if room <= 0:
+            break
+        chunk = msgs[done : done + room] if done or room < total else msgs
+        pipe.write_many(chunk)
+        done += len(chunk)
+    return done
+
+
 class Pattern(abc.ABC):
     """One socket type's rules. The socket calls it with its pipes; it never blocks.
 

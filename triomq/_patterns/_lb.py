@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._base import Msg, PipeLike
+from ._base import Msg, PipeLike, write_as_room_allows
 
 
 class _RoundRobin:
@@ -64,14 +64,7 @@ class LoadBalancer(_RoundRobin):
             pipe = pipes[0]
             if only_connected and not pipe.connected:
                 return 0
-            while sent < total:
-                room = pipe.room()
-                if room <= 0:
-                    break
-                chunk = msgs[sent : sent + room] if sent or room < total else msgs
-                pipe.write_many(chunk)
-                sent += len(chunk)
-            return sent
+            return write_as_room_allows(pipe, msgs)
         send = self.send
         while sent < total and send(msgs[sent], only_connected) is not None:
             sent += 1

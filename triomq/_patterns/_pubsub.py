@@ -15,7 +15,7 @@ from typing import cast
 from .._errors import StateError
 from .._options import SocketOptions
 from .._socket_type import SocketType
-from ._base import Msg, Pattern, PipeLike
+from ._base import Msg, Pattern, PipeLike, write_as_room_allows
 from ._lb import FairQueue
 from ._prefix import PrefixIndex
 
@@ -89,7 +89,7 @@ class Pub(Pattern):
         for key, runs in shares.items():
             pipe = cast(PipeLike, key)
             for n, run in enumerate(runs):
-                written = _write_some(pipe, run)
+                written = write_as_room_allows(pipe, run)
                 if written < len(run):
                     self._drop(pipe, len(run) - written + sum(map(len, runs[n + 1 :])))
                     break
@@ -315,15 +315,3 @@ def _add_run(shares: dict[Hashable, list[list[Msg]]], keys: Collection[Hashable]
         else:
             runs.append(mine)
 
-
-def _write_some(pipe: PipeLike, run: list[Msg]) -> int:
-    """Queue as much of *run* as *pipe* has room for; returns how many."""
-    done, total = 0, len(run)
-    while done < total:
-        room = pipe.room()
-        if room <= 0:
-            break
-        chunk = run[done : done + room] if done or room < total else run
-        pipe.write_many(chunk)
-        done += len(chunk)
-    return done
