@@ -77,7 +77,9 @@ def test_send_batch_queues_and_drops_as_sending_one_by_one(subscribers, topics) 
     until its pipe is full, and counts the rest as dropped for that pipe: the
     same as sending them one at a time (runs of messages for the same
     subscribers are queued as one slice). An inproc peer, which takes the
-    message objects themselves, never shares one with another subscriber."""
+    message objects themselves, never shares one with another subscriber.
+    (Not with a disk swap: the pipes of a socket share its budget, which a
+    batch fills one subscriber after another, one by one sends in turn.)"""
     msgs = [[topic, b"%d" % i] for i, topic in enumerate(topics)]
 
     def publish(batch: bool) -> tuple[list[list[list[bytes]]], dict[int, int], int]:

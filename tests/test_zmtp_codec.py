@@ -285,6 +285,29 @@ def test_bulk_decoding_counts_short_frames_against_maxmsgsize() -> None:
     with pytest.raises(RemoteProtocolError, match="maxmsgsize"):
         b.next_event()
 
+
+def test_bulk_decoding_counts_a_gathered_large_frame_against_maxmsgsize() -> None:
+    """A large frame that goes over maxmsgsize only with the frames before it,
+    and arrives in pieces, is gathered by next_frame (which checks one frame's
+    size); taking it afterwards, the bulk path counts the whole message and
+    leaves it to next_event, which refuses it."""
+    a = ZMTPConnection(SocketType.PUSH, NullMechanism())
+    b = ZMTPConnection(SocketType.PULL, NullMechanism(), maxmsgsize=100_000)
+    pump(a, b)
+    wire = a.encode_message([b"a" * 60_000, b"b" * 70_000])
+    cut = 9 + 60_000 + 9 + 100  # the second frame only begun
+    got: list[list[bytes]] = []
+    with pytest.raises(RemoteProtocolError, match="maxmsgsize"):
+        for piece in (wire[:cut], wire[cut:]):
+            b.receive_data(piece)
+            while not b.read_messages(got, 10):
+                event = b.next_event()
+                if event is NEED_DATA:
+                    break
+                assert isinstance(event, Message)
+                got.append(event.frames)
+    assert got == []
+
 @settings(max_examples=300)
 @given(st.binary(max_size=300), st.integers(min_value=0, max_value=3))
 def test_garbage_after_greeting_gives_only_protocol_errors(garbage: bytes, skip: int) -> None:

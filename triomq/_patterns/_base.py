@@ -58,15 +58,16 @@ class PipeLike(Protocol):
         """Pass a subscription (or cancel) to the peer, bypassing the HWM."""
 
 
-def write_as_room_allows(pipe: PipeLike, msgs: list[Msg]) -> int:
-    """Queue as many of *msgs* as *pipe* has room for, in order; returns how many."""
+def write_as_room_allows(pipe: PipeLike, msgs: list[Msg], copy: bool = False) -> int:
+    """Queue as many of *msgs* as *pipe* has room for, in order (copies of
+    them, with *copy*); returns how many."""
     done, total = 0, len(msgs)
     while done < total:
         room = pipe.room()
         if room <= 0:
             break
         chunk = msgs[done : done + room] if done or room < total else msgs
-        pipe.write_many(chunk)
+        pipe.write_many([list(msg) for msg in chunk] if copy else chunk)
         done += len(chunk)
     return done
 

@@ -75,8 +75,10 @@ class Pub(Pattern):
     def send_batch(self, msgs: list[Msg]) -> int:
         # each subscriber's share of the batch, queued in order, as runs:
         # consecutive messages for the same subscribers (all of them, when
-        # everyone takes every topic) are one slice, shared by their pipes
-        shares: dict[Hashable, list[list[Msg]]] = {}
+        # everyone takes every topic) are one slice, shared by their pipes,
+        # and marked when it goes to several. (With a disk swap, whose budget
+        # the pipes share, the batch fills it one subscriber after another.)
+        shares: dict[Hashable, list[tuple[list[Msg], bool]]] = {}
         match_keys = self.index.match_keys
         keys: Collection[Hashable] = ()
         start = 0
@@ -88,10 +90,12 @@ class Pub(Pattern):
         _add_run(shares, keys, msgs[start:])
         for key, runs in shares.items():
             pipe = cast(PipeLike, key)
-            for n, run in enumerate(runs):
-                written = write_as_room_allows(pipe, run)
+            for n, (run, several) in enumerate(runs):
+                # an inproc peer gets the message objects themselves: copies,
+                # of what fits, when others get them too
+                written = write_as_room_allows(pipe, run, copy=several and pipe.hands_over)
                 if written < len(run):
-                    self._drop(pipe, len(run) - written + sum(map(len, runs[n + 1 :])))
+                    self._drop(pipe, len(run) - written + sum(len(r) for r, _ in runs[n + 1 :]))
                     break
         return len(msgs)
 
@@ -298,20 +302,15 @@ class XSub(Sub):
         return None if got is None else got[1]
 
 
-def _add_run(shares: dict[Hashable, list[list[Msg]]], keys: Collection[Hashable], run: list[Msg]) -> None:
-    """Give *run* to each of *keys* (every subscriber's list of runs, in order).
-
-    Subscribers share the run, except that an inproc peer (which gets the
-    message objects themselves) gets copies when there are several.
-    """
+def _add_run(shares: dict[Hashable, list[tuple[list[Msg], bool]]], keys: Collection[Hashable], run: list[Msg]) -> None:
+    """Give *run* to each of *keys* (every subscriber's list of runs, in
+    order), marked True when it goes to more than one."""
     if not run:
         return
-    several = len(keys) > 1
+    marked = (run, len(keys) > 1)
     for key in keys:
-        mine = [list(msg) for msg in run] if several and cast(PipeLike, key).hands_over else run
         runs = shares.get(key)
         if runs is None:
-            shares[key] = [mine]
+            shares[key] = [marked]
         else:
-            runs.append(mine)
-
+            runs.append(marked)

@@ -69,6 +69,8 @@ def encode_messages_into(out: list[Buffer], messages: Sequence[Sequence[Buffer]]
         if len(frames) == 1:
             body = frames[0]
         else:
+            if not frames:
+                continue
             for body in frames[:-1]:
                 n = len(body)
                 append(more[n] if n < 256 else _LONG_HEADER.pack(LONG | MORE, n))
@@ -337,10 +339,12 @@ class FrameDecoder:
         """
         ready = self._ready
         if ready is not None and limit > 0:
-            if ready[0] & COMMAND:
+            body = ready[1]
+            if ready[0] & COMMAND or (max_size is not None and size + len(body) > max_size):
+                # (a large frame gathered for next_frame, which checked only
+                # its own size: the message's size is checked here)
                 return parts, size
             self._ready = None
-            body = ready[1]
             size += len(body)
             if ready[0] & MORE:
                 parts.append(body)
@@ -362,6 +366,8 @@ class FrameDecoder:
         # flags, a short frame not all here, or one over max_size stop the loop
         # and are left to next_frame
         cap = (1 << 62) if max_size is None else max_size
+        # (a frame under 256 bytes alone cannot exceed a cap above 255, so the
+        # fast loop checks the size of multipart messages only)
         short_ok = cap > 255
         last = end - 1
         while count < limit:
