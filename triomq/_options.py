@@ -133,5 +133,8 @@ class SocketOptions:
     multicast_faults_in: Any = None
 
     # --- disk swap
+    #: bytes the socket may spill to disk once a peer's queue is at sndhwm,
+    #: read back in order as the peer catches up (0 = no swap; see "Flow control")
     swap: int = attrs.field(default=0, validator=_count)
+    #: where the swap's files go, in a fresh directory (None = the system's temporary directory)
     swap_dir: str | None = None
