@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import threading
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
 import triomq
+from triomq._engine import _swap as _engine_swap
 from triomq._swap import CorruptRecord, decode_record, decode_records_untrusted, encode_record
 
 from .helpers import wait_for_event, wait_subscribed
@@ -82,16 +86,16 @@ async def test_pub_with_swap_delivers_everything_to_a_slow_subscriber(tmp_path) 
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(slow_reader)
-                    for i in range(n):
-                        pub.send_nowait(b"%d:" % i + payload)  # never WouldBlock, never drops
-                        if i % 500 == 0:
-                            await trio.lowlevel.checkpoint()
-                            peak_spooled = max(peak_spooled, pub.statistics().spooled)
-                            peak_rss = max(peak_rss, rss_mb())
+                    sent = 0
+                    while sent < n:  # 500 at a time: far faster than the reader
+                        batch = [[b"%d:" % i + payload] for i in range(sent, min(sent + 500, n))]
+                        # never drops: at most it waits for the disk to catch up
+                        sent += await pub.send_many(batch)
+                        peak_spooled = max(peak_spooled, pub.statistics().spooled)
+                        peak_rss = max(peak_rss, rss_mb())
                     while not reader_done.is_set():
                         peak_rss = max(peak_rss, rss_mb())
-                        # a PUB drops when even its swap is full (the disk did not keep
-                        # up): say so at once, rather than wait for what will never come
+                        # say so at once, rather than wait for what will never come
                         assert pub.statistics().dropped == 0, "the publisher dropped messages"
                         with trio.move_on_after(0.05):  # sample memory every 50 ms meanwhile
                             await reader_done.wait()
@@ -102,6 +106,123 @@ async def test_pub_with_swap_delivers_everything_to_a_slow_subscriber(tmp_path) 
                 assert peak_rss - start_rss < 100  # while memory stayed bounded (MB)
                 assert not glob.glob(str(tmp_path / "*" / "*" / "*.spool"))  # space given back
     assert os.listdir(tmp_path) == []  # spool files and directories gone after close
+
+
+@pytest.fixture
+def slow_disk(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Spool writes wait (in their worker thread) until the event is set; 64 KiB
+    of a socket's records waiting for them are enough to hold its senders."""
+    gate = threading.Event()
+    real_append = _engine_swap._append
+
+    def append(path: str, data: bytes) -> None:
+        assert gate.wait(30), "the test never opened the gate"
+        real_append(path, data)
+
+    monkeypatch.setattr(_engine_swap, "_append", append)
+    monkeypatch.setattr(_engine_swap, "PENDING_LIMIT", 64 * 1024)
+    yield gate
+    gate.set()  # (a failed test must not leave a worker thread waiting)
+
+
+async def test_pub_with_swap_waits_for_a_slow_disk_instead_of_dropping(slow_disk, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(30):
+        async with triomq.open_socket(triomq.PUB, sndhwm=10, swap=10 * 2**20, swap_dir=str(tmp_path)) as pub:
+            await pub.bind("inproc://slow-disk")
+            async with triomq.open_socket(triomq.SUB, subscribe=[b""], rcvhwm=10) as sub:
+                await sub.connect("inproc://slow-disk")
+                await wait_subscribed(pub, sub)
+                sent = 0
+                with pytest.raises(trio.WouldBlock):  # the disk is behind: not dropped, refused
+                    while True:
+                        pub.send_nowait(b"%d:" % sent + b"p" * 1000)
+                        sent += 1
+                assert 20 + 64 <= sent <= 20 + 66  # the queue, then 64 KiB waiting for the disk
+                assert pub.statistics().dropped == 0
+                with pytest.raises(trio.WouldBlock):
+                    pub.send_many_nowait([[b"more"]])
+                accepted = pub.statistics().sent
+
+                async def send_last() -> None:
+                    await pub.send(b"%d:last" % sent)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(send_last)
+                    await trio.testing.wait_all_tasks_blocked()  # the spool is writing (held)
+                    assert pub.statistics().sent == accepted  # the send waits
+                    slow_disk.set()  # the disk catches up: the send goes through
+                assert pub.statistics().dropped == 0
+                for i in range(sent):
+                    assert await sub.recv() == b"%d:" % i + b"p" * 1000
+                assert await sub.recv() == b"%d:last" % sent
+
+
+async def test_a_failed_disk_write_loses_nothing_and_the_pub_falls_back_to_dropping(  # type: ignore[no-untyped-def]
+    monkeypatch, tmp_path
+) -> None:
+    real_append = _engine_swap._append
+    failing = True
+
+    def append(path: str, data: bytes) -> None:
+        if failing:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_append(path, data)
+
+    monkeypatch.setattr(_engine_swap, "_append", append)
+    with trio.fail_after(30):
+        async with triomq.open_socket(triomq.PUB, sndhwm=10, swap=10 * 2**20, swap_dir=str(tmp_path)) as pub:
+            await pub.bind("inproc://full-disk")
+            async with pub.monitor() as events, triomq.open_socket(triomq.SUB, subscribe=[b""], rcvhwm=10) as sub:
+                await sub.connect("inproc://full-disk")
+                await wait_subscribed(pub, sub)
+                for i in range(100):
+                    pub.send_nowait(b"%d" % i)  # 20 queued, the rest spooled
+                failed = await wait_for_event(events, triomq.SwapFailed)
+                assert "No space left on device" in failed.reason and failed.lost == 0
+                for i in range(100, 150):
+                    pub.send_nowait(b"%d" % i)  # the spool takes no more: a PUB drops
+                assert pub.statistics().dropped == 50
+                assert [await sub.recv() for _ in range(100)] == [b"%d" % i for i in range(100)]
+                # drained: the disk is tried again, and now it works
+                failing = False
+                for i in range(200, 300):
+                    pub.send_nowait(b"%d" % i)
+                assert pub.statistics().dropped == 50
+                assert [await sub.recv() for _ in range(100)] == [b"%d" % i for i in range(200, 300)]
+                assert pub.pattern.pipes[0].spool.swapped > 0  # type: ignore[attr-defined]
+
+
+async def test_a_failed_disk_read_loses_that_file_and_says_so(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    real_append = _engine_swap._append
+    written = threading.Event()
+
+    def append(path: str, data: bytes) -> None:
+        real_append(path, data)
+        written.set()
+
+    def read(path: str, offset: int, size: int) -> bytes:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(_engine_swap, "_append", append)
+    monkeypatch.setattr(_engine_swap, "_read", read)
+    with trio.fail_after(30):
+        async with triomq.open_socket(triomq.PUB, sndhwm=10, swap=10 * 2**20, swap_dir=str(tmp_path)) as pub:
+            await pub.bind("inproc://bad-disk")
+            async with pub.monitor() as events, triomq.open_socket(triomq.SUB, subscribe=[b""], rcvhwm=10) as sub:
+                await sub.connect("inproc://bad-disk")
+                await wait_subscribed(pub, sub)
+                for i in range(100):
+                    pub.send_nowait(b"%d" % i)
+                await trio.to_thread.run_sync(written.wait)  # some of it is on disk
+                got = [await sub.recv() for _ in range(20)]  # what was queued
+                failed = await wait_for_event(events, triomq.SwapFailed)
+                assert "Input/output error" in failed.reason and failed.lost > 0
+                while pub.statistics().queued_out:  # what was still in memory
+                    got.append(await sub.recv())
+                numbers = [int(m) for m in got]
+                assert numbers == sorted(set(numbers)) and numbers[:20] == list(range(20))
+                assert len(got) + failed.lost == 100
+                assert pub.statistics().lost == failed.lost
 
 
 async def test_pub_without_swap_drops_and_counts() -> None:

@@ -46,6 +46,9 @@ from ._engine._monitor import MulticastLoss as MulticastLoss
 from ._engine._monitor import (
     SwapCorrupted as SwapCorrupted,
 )
+from ._engine._monitor import (
+    SwapFailed as SwapFailed,
+)
 from ._errors import (
     AuthenticationError as AuthenticationError,
 )

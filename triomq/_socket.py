@@ -28,7 +28,14 @@ from ._engine._inproc import (
     connect_inproc,
     unbind_inproc,
 )
-from ._engine._monitor import BindFailed, Listening, MessagesDropped, MonitorEvent, SwapCorrupted
+from ._engine._monitor import (
+    BindFailed,
+    Listening,
+    MessagesDropped,
+    MonitorEvent,
+    SwapCorrupted,
+    SwapFailed,
+)
 from ._engine._pgm_engine import multicast_role, run_multicast
 from ._engine._pipe import Lender, MessageQueue, Pipe
 from ._engine._swap import Spool, SwapBudget
@@ -350,11 +357,16 @@ class Socket(trio.abc.AsyncResource):
         """
         msg = _to_message(frames)
         self._check_open()
-        if not self.pattern.send(msg):
+        if self._waits_for_disk() or not self.pattern.send(msg):
             raise trio.WouldBlock
         self._sent += 1
         if self.pattern.dropped != self._drops_reported:
             self._report_drops()
+
+    def _waits_for_disk(self) -> bool:
+        """With a disk swap whose worker thread is behind, senders wait (see
+        ``SwapBudget.lagging``): even a PUB, which would otherwise drop."""
+        return self._swap_budget is not None and self._swap_budget.lagging()
 
     def send_nowait(self, data: _Frame) -> None:
         """``send_multipart_nowait([data])``."""
@@ -376,7 +388,7 @@ class Socket(trio.abc.AsyncResource):
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
         pattern = self.pattern
-        if pattern.send(msg):
+        if (self._swap_budget is None or not self._swap_budget.lagging()) and pattern.send(msg):
             self._sent += 1
             if pattern.dropped != self._drops_reported:
                 self._report_drops()
@@ -385,8 +397,10 @@ class Socket(trio.abc.AsyncResource):
         while True:
             await self._send_lot.park()
             self._check_open()
-            if pattern.send(msg):
+            if not self._waits_for_disk() and pattern.send(msg):
                 self._sent += 1
+                if pattern.dropped != self._drops_reported:
+                    self._report_drops()
                 return
 
     async def send(self, data: _Frame) -> None:
@@ -402,6 +416,8 @@ class Socket(trio.abc.AsyncResource):
             trio.WouldBlock: not even the first one fits (nothing queued).
         """
         self._check_open()
+        if self._waits_for_disk():
+            raise trio.WouldBlock
         count = self.pattern.send_batch([_to_message(frames) for frames in messages])
         self._sent += count
         if self.pattern.dropped != self._drops_reported:
@@ -819,6 +835,7 @@ class Socket(trio.abc.AsyncResource):
             spool.on_corruption = lambda reason, lost: self.emit(
                 SwapCorrupted(pipe.endpoint, reason, lost)
             )
+            spool.on_failure = lambda reason, lost: self.emit(SwapFailed(pipe.endpoint, reason, lost))
             pipe.spool = spool
             self._nursery.start_soon(spool.run)
         self.adopt_queues(pipe)

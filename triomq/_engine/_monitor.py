@@ -111,3 +111,15 @@ class SwapCorrupted(MonitorEvent):
 
     reason: str
     lost: int
+
+
+@attrs.frozen
+class SwapFailed(MonitorEvent):
+    """The disk swap could not write or read its files (the disk is full, or
+    an I/O error). A failed write loses nothing: that pipe keeps what it
+    holds and stops spilling until it has drained, so the socket type's HWM
+    rule (drop or wait) applies meanwhile. A failed read loses the rest of
+    that file (*lost* messages)."""
+
+    reason: str
+    lost: int

@@ -15,7 +15,10 @@ pipe goes away.
 
 The byte budget (the ``swap`` option) is shared by a socket's pipes; when it
 is spent, ``writable()`` says no and the socket type's normal HWM behaviour
-applies (PUB drops, the others wait).
+applies (PUB drops, the others wait). While the budget lasts nothing is
+dropped: if the worker thread falls behind (PENDING_LIMIT bytes of the
+socket's records wait to be written) the socket's senders wait for it, a PUB
+included, so memory stays bounded and the sender runs at the disk's pace.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from .._swap import (
     decode_record,
     decode_records_untrusted,
     encode_record,
+    split_records,
 )
 from ._pipe import Pipe
 
@@ -43,7 +47,8 @@ logger = logging.getLogger("triomq")
 
 #: pending records are written out once they add up to this much
 FLUSH_SIZE = 256 * 1024
-#: senders wait (PUB drops) while this much is pending and a write is under way
+#: a socket's senders wait while this much of its records is pending (waiting
+#: for the worker thread), unless the budget is spent
 PENDING_LIMIT = 32 * 1024 * 1024
 #: a segment file is closed once it is this large
 SEGMENT_SIZE = 4 * 1024 * 1024
@@ -56,6 +61,8 @@ class SwapBudget:
 
     limit: int
     used: int = 0
+    #: bytes of records waiting for the worker thread, over all the pipes
+    pending: int = 0
     directory: str = ""
     _owned: bool = False
 
@@ -63,6 +70,11 @@ class SwapBudget:
     def create(cls, limit: int, parent: str | None) -> SwapBudget:
         directory = tempfile.mkdtemp(prefix="triomq-swap-", dir=parent)
         return cls(limit, directory=directory, owned=True)
+
+    def lagging(self) -> bool:
+        """The disk is behind: senders wait (even a PUB), rather than drop
+        what the budget has room for or let memory grow."""
+        return self.pending >= PENDING_LIMIT and self.used < self.limit
 
     def remove(self) -> None:
         if self._owned:
@@ -92,7 +104,13 @@ class SpoolStatistics:
 
 
 class Spool:
-    """One pipe's overflow. Create with :func:`attach_spool`."""
+    """One pipe's overflow (the socket gives each pipe one when ``swap`` is set).
+
+    Its bytes count in the shared budget from when a message is spooled until
+    it is back in the pipe (or lost). If the disk fails (full, or an I/O
+    error), the spool stops spilling until it has drained: what it holds is
+    still delivered, in order, and the socket type's HWM rule applies meanwhile.
+    """
 
     def __init__(self, pipe: Pipe, budget: SwapBudget, wake_senders: Callable[[], None]) -> None:
         self.pipe = pipe
@@ -111,9 +129,15 @@ class Spool:
         self.scope = trio.CancelScope()
         self.swapped = 0
         self.corrupted = 0
-        #: messages lost with a corrupted segment
+        #: messages lost with a corrupted segment, or one that could not be read
         self.lost = 0
+        #: the bytes this spool counts in the budget
+        self._held = 0
+        #: a disk operation failed: no spilling until the spool has drained (its
+        #: pending records then no longer count as waiting for the disk)
+        self.failed = False
         self.on_corruption: Callable[[str, int], None] = lambda reason, lost: None
+        self.on_failure: Callable[[str, int], None] = lambda reason, lost: None
 
     def __len__(self) -> int:
         return self._count
@@ -123,14 +147,17 @@ class Spool:
 
     def has_room(self) -> bool:
         budget = self.budget
-        return budget.used < budget.limit and self._pending_bytes < PENDING_LIMIT
+        return budget.used < budget.limit and not self.failed
 
     def append(self, msg: list[bytes]) -> None:
         """Spool a message (call only when :meth:`has_room`)."""
         record = encode_record(msg)
         self._pending.append(record)
         self._pending_bytes += len(record)
-        self.budget.used += len(record)
+        budget = self.budget
+        budget.used += len(record)
+        budget.pending += len(record)
+        self._held += len(record)
         self._count += 1
         self._lot.unpark_all()
 
@@ -167,14 +194,17 @@ class Spool:
                 self._refill_from_pending()  # the disk is empty: skip it
             else:
                 did = False
-        if self._pending and (self._pending_bytes >= FLUSH_SIZE or outq.room() <= 0):
+        if self._pending and not self.failed and (self._pending_bytes >= FLUSH_SIZE or outq.room() <= 0):
             await self._flush()
             did = True
         return did
 
     def _release(self, nbytes: int, messages: int) -> None:
         self.budget.used -= nbytes
+        self._held -= nbytes
         self._count -= messages
+        if not self._count:
+            self.failed = False  # (drained: the disk may be tried again)
         self.wake_senders()
 
     def _refill_from_readback(self) -> None:
@@ -195,6 +225,8 @@ class Spool:
         del self._pending[:room]
         freed = sum(map(len, take))
         self._pending_bytes -= freed
+        if not self.failed:
+            self.budget.pending -= freed
         outq.put_many([decode_record(record) for record in take])
         self._release(freed, len(take))
 
@@ -215,6 +247,8 @@ class Spool:
         batch = self._pending
         count = len(batch)
         self._pending = []
+        # (it counts as pending until written: senders may wait for it)
+        nbytes = self._pending_bytes
         self._pending_bytes = 0
         data = b"".join(batch)
         del batch
@@ -223,7 +257,23 @@ class Spool:
             seg = _Segment(os.path.join(self.directory, f"{self._next_segment:08d}.spool"))
             self._next_segment += 1
             self._segments.append(seg)
-        await trio.to_thread.run_sync(_append, seg.path, data, abandon_on_cancel=False)
+        try:
+            await trio.to_thread.run_sync(_append, seg.path, data, abandon_on_cancel=False)
+        except OSError as exc:
+            # Nothing of it counts as written: a torn tail lies past seg.size,
+            # and the segment takes no more. The records go back, first in line.
+            seg.closed = True
+            self._pending[:0] = split_records(data)
+            self._pending_bytes += nbytes
+            if not self.failed:
+                self.failed = True  # (and what it holds no longer waits for the disk)
+                self.budget.pending -= self._pending_bytes
+            self._report_failure(f"cannot write {seg.path}: {exc.strerror or exc}", 0)
+            return
+        except BaseException:  # cancelled before the thread ran: the pipe is going
+            self.budget.pending -= nbytes
+            raise
+        self.budget.pending -= nbytes
         seg.size += len(data)
         seg.records += count
         self.swapped += count
@@ -235,9 +285,9 @@ class Spool:
         seg = self._unread_segment()
         assert seg is not None
         want = min(seg.size - seg.offset, READ_CHUNK)
-        data = await trio.to_thread.run_sync(_read, seg.path, seg.offset, want, abandon_on_cancel=False)
-        final = seg.offset + len(data) >= seg.size
         try:
+            data = await trio.to_thread.run_sync(_read, seg.path, seg.offset, want, abandon_on_cancel=False)
+            final = seg.offset + len(data) >= seg.size
             messages, used = decode_records_untrusted(data, final=final)
             if not messages and not final:
                 # one record larger than a chunk: read exactly it
@@ -246,6 +296,11 @@ class Spool:
                     _read, seg.path, seg.offset, RECORD_HEADER + length, abandon_on_cancel=False
                 )
                 messages, used = decode_records_untrusted(data, final=True)
+        except OSError as exc:
+            # the rest of this file is lost (later ones may still be read)
+            lost = self._drop_segment(seg)
+            self._report_failure(f"cannot read {seg.path}: {exc.strerror or exc}", lost)
+            return
         except CorruptRecord as exc:
             messages, used = exc.messages, exc.consumed  # type: ignore[attr-defined]
             self._take(seg, messages, data[:used])
@@ -269,24 +324,37 @@ class Spool:
 
     def _corrupt(self, seg: _Segment, reason: str) -> None:
         """Drop what is left of a segment that failed its checks, and report it."""
-        lost = seg.records - seg.records_read
+        lost = self._drop_segment(seg)
         self.corrupted += 1
-        self.lost += lost
-        self.budget.used -= seg.size - seg.offset
-        self._count -= lost
         logger.error("swap file %s is corrupted (%s): %d message(s) lost", seg.path, reason, lost)
         self.on_corruption(reason, lost)
+
+    def _drop_segment(self, seg: _Segment) -> int:
+        """Give up what is left of *seg*; how many messages that lost."""
+        lost = seg.records - seg.records_read
+        self.lost += lost
         self._segments.remove(seg)
         _unlink(seg.path)
+        self._release(seg.size - seg.offset, lost)
+        return lost
+
+    def _report_failure(self, reason: str, lost: int) -> None:
+        logger.error("disk swap of %s failed (%s): %d message(s) lost", self.pipe.endpoint, reason, lost)
+        self.on_failure(reason, lost)
         self.wake_senders()
 
     def _remove_files(self) -> None:
-        self.budget.used -= self._pending_bytes + sum(s.size - s.offset for s in self._segments)
-        self.budget.used -= sum(self._readback_bytes)
+        budget = self.budget
+        budget.used -= self._held
+        self._held = 0
+        if not self.failed:
+            budget.pending -= self._pending_bytes
+        self._pending_bytes = 0
         self._pending.clear()
         self._readback.clear()
         self._segments.clear()
         shutil.rmtree(self.directory, ignore_errors=True)
+        self.wake_senders()  # (they may have waited for this pipe's disk)
 
 
 def _append(path: str, data: bytes) -> None:

@@ -15,6 +15,7 @@ from ._records import (
     decode_record,
     decode_records_untrusted,
     encode_record,
+    split_records,
 )
 
-__all__ = ["RECORD_HEADER", "CorruptRecord", "decode_record", "decode_records_untrusted", "encode_record"]
+__all__ = ["RECORD_HEADER", "CorruptRecord", "decode_record", "decode_records_untrusted", "encode_record", "split_records"]

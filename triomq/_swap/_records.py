@@ -36,6 +36,18 @@ def decode_record(record: bytes) -> list[bytes]:
     return _decode_payload(record[RECORD_HEADER:])
 
 
+def split_records(data: bytes) -> list[bytes]:
+    """The records joined in *data*, made by :func:`encode_record` in this
+    process (not checked: they never left memory)."""
+    records = []
+    pos = 0
+    while pos < len(data):
+        end = pos + RECORD_HEADER + _HEADER.unpack_from(data, pos)[1]
+        records.append(data[pos:end])
+        pos = end
+    return records
+
+
 def _decode_payload(payload: bytes) -> list[bytes]:
     (count,) = _U32.unpack_from(payload, 0)
     pos = 4
