@@ -329,3 +329,24 @@ async def test_heartbeats_detect_a_dead_peer() -> None:
                 assert "heartbeat" in gone.reason
                 await stream.aclose()
                 await listener.aclose()
+
+
+async def test_req_reads_the_reply_of_a_peer_that_has_left(transport: str, endpoint: str) -> None:
+    """A worker answers and exits before the REQ reads: the reply waits in a
+    draining pipe, and taking it (which detaches that pipe) must not make it
+    look like a reply from some other connection."""
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.REQ) as req, req.monitor() as events:
+            ep = await req.bind(endpoint)
+            async with triomq.open_socket(triomq.REP) as rep:
+                await rep.connect(ep)
+                await req.send(b"job")
+                assert await rep.recv() == b"job"
+                await rep.send(b"done")
+            if transport != "inproc":  # inproc ends its pipes as the REP closes
+                await wait_for_event(events, triomq.Disconnected)
+            stats = req.statistics()
+            assert (stats.peers, stats.queued_in) == (0, 1)  # gone, the reply still queued
+            assert await req.recv() == b"done"
+            assert req.pattern.stale_replies == 0  # type: ignore[attr-defined]
+            assert req.statistics().pipes == 0  # and the drained pipe went away

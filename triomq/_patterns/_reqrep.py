@@ -112,12 +112,15 @@ class Req(Dealer):
             raise StateError("REQ must send a request before receiving")
         correlate = self.options.req_correlate
         expected_id = _U32.pack(self._request_id)
+        # read before the loop: taking a gone peer's last message detaches its
+        # pipe (on_drained), which clears _reply_pipe while the reply is in hand
+        reply_pipe = self._reply_pipe
         while True:
             got = self._fq.recv()
             if got is None:
                 return None
             pipe, msg = got
-            if pipe is not self._reply_pipe:
+            if pipe is not reply_pipe:
                 self.stale_replies += 1
                 continue
             if correlate:
@@ -131,6 +134,7 @@ class Req(Dealer):
                     continue
                 body = msg[1:]
             self._expecting = False
+            self._reply_pipe = None
             self._last_request = None
             self.wake_senders()
             return body
