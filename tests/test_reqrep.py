@@ -350,3 +350,26 @@ async def test_req_reads_the_reply_of_a_peer_that_has_left(transport: str, endpo
             assert await req.recv() == b"done"
             assert req.pattern.stale_replies == 0  # type: ignore[attr-defined]
             assert req.statistics().pipes == 0  # and the drained pipe went away
+
+
+async def test_rep_drops_the_reply_to_a_requester_that_has_left(transport: str, endpoint: str) -> None:
+    """A client that times out and closes mid-request: the REP's reply is
+    dropped (counted), as libzmq's, and the REP goes on serving."""
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.REP) as rep, rep.monitor() as events:
+            ep = await rep.bind(endpoint)
+            async with triomq.open_socket(triomq.REQ, linger=0) as req:
+                await req.connect(ep)
+                await req.send(b"slow question")
+                assert await rep.recv() == b"slow question"
+            if transport != "inproc":  # inproc ends its pipes as the REQ closes
+                await wait_for_event(events, triomq.Disconnected)
+            assert rep.statistics().pipes == 0
+            await rep.send(b"answer nobody waits for")  # no StateError
+            assert rep.statistics().dropped == 1
+            async with triomq.open_socket(triomq.REQ) as req:
+                await req.connect(ep)
+                await req.send(b"next")
+                assert await rep.recv() == b"next"
+                await rep.send(b"re:next")
+                assert await req.recv() == b"re:next"

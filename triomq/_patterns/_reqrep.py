@@ -150,6 +150,8 @@ class Rep(Pattern):
 
     ``recv`` while a reply is still owed abandons that request (a handler that
     was cancelled does not leave the socket stuck); libzmq would raise EFSM.
+    A reply whose requester has gone (or is not reading) is dropped and
+    counted, as libzmq does: a client that gave up does not stop the server.
     """
 
     _fq: FairQueue
@@ -168,9 +170,10 @@ class Rep(Pattern):
         return True
 
     def detach(self, pipe: PipeLike) -> None:
+        # a pending request keeps its (now terminating) pipe: the reply is then
+        # dropped by send(), as libzmq does, instead of send() raising because
+        # the requester left while its request was being handled
         self._fq.detach(pipe)
-        if self._pending is not None and self._pending[0] is pipe:
-            self._pending = None
 
     def recv_message(self) -> Msg | None:
         while True:
