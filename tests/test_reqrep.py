@@ -373,3 +373,30 @@ async def test_rep_drops_the_reply_to_a_requester_that_has_left(transport: str, 
                 assert await rep.recv() == b"next"
                 await rep.send(b"re:next")
                 assert await req.recv() == b"re:next"
+
+
+async def test_rep_recv_many_hands_out_one_request_at_a_time() -> None:
+    """Only the request received last can be answered: a batch would leave
+    the others unanswered, so a REP's recv_many returns one (as a REQ's)."""
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.REP) as rep:
+            ep = await rep.bind("inproc://rep-many")
+            async with (
+                triomq.open_socket(triomq.REQ) as a,
+                triomq.open_socket(triomq.REQ) as b,
+                triomq.open_socket(triomq.REQ) as c,
+            ):
+                clients = [a, b, c]
+                for i, req in enumerate(clients):
+                    await req.connect(ep)
+                    await req.send(b"q%d" % i)
+                assert rep.statistics().queued_in == 3  # inproc: all three are here
+                answered = []
+                for _ in clients:
+                    batch = await rep.recv_many()
+                    assert len(batch) == 1
+                    answered.append(batch[0][0])
+                    await rep.send(b"re:" + batch[0][0])
+                assert sorted(answered) == [b"q0", b"q1", b"q2"]
+                assert [await req.recv() for req in clients] == [b"re:q0", b"re:q1", b"re:q2"]
+                assert rep.pattern.abandoned == 0  # type: ignore[attr-defined]

@@ -162,7 +162,7 @@ class Rep(Pattern):
         super().__init__(options)
         self._fq = FairQueue()
         self._pending: tuple[PipeLike, Msg] | None = None
-        #: malformed requests (no delimiter) and abandoned requests
+        #: requests abandoned: recv() again before their reply was sent
         self.abandoned = 0
 
     def attach(self, pipe: PipeLike) -> bool:
@@ -174,6 +174,12 @@ class Rep(Pattern):
         # dropped by send(), as libzmq does, instead of send() raising because
         # the requester left while its request was being handled
         self._fq.detach(pipe)
+
+    def recv_batch(self, max_messages: int) -> list[Msg]:
+        # only the request received last can be answered: a batch would abandon
+        # all the others, so one at a time
+        msg = self.recv()
+        return [] if msg is None else [msg]
 
     def recv_message(self) -> Msg | None:
         while True:
