@@ -209,3 +209,44 @@ async def test_libzmq_dealer_triomq_rep(peers: Any, triomq_binds: bool) -> None:
             assert await rep.recv() == b"request"
             await rep.send(b"reply")
             assert await peers.z(dealer.recv_multipart) == [b"hop", b"", b"reply"]
+
+
+_REQUESTS_SOME_WITHOUT_DELIMITER = [
+    [b""],  # the only empty frame is the last one: no delimiter
+    [b"id", b""],
+    [b"no delimiter at all"],
+    [b"a", b"b", b"", b"body"],
+    [b"", b"last"],
+]
+
+
+async def test_triomq_rep_drops_requests_without_delimiter_as_libzmq(peers: Any, triomq_binds: bool) -> None:
+    """libzmq's REP takes an empty frame as the delimiter only if more frames
+    follow; other requests are dropped. triomq's REP hands out (and answers)
+    exactly the requests a libzmq REP does, and no zero-frame message."""
+
+    def through_libzmq_rep() -> tuple[list[list[bytes]], list[list[bytes]]]:
+        rep = peers.zsocket(zmq.REP)
+        dealer = peers.zsocket(zmq.DEALER)
+        dealer.connect(peers.zbind(rep))
+        for msg in _REQUESTS_SOME_WITHOUT_DELIMITER:
+            dealer.send_multipart(msg)
+        got = []
+        while not got or got[-1] != [b"last"]:
+            got.append(rep.recv_multipart())
+            rep.send(b"R")
+        return got, [dealer.recv_multipart() for _ in got]
+
+    expected = await peers.z(through_libzmq_rep)
+    assert expected == ([[b"body"], [b"last"]], [[b"a", b"b", b"", b"R"], [b"", b"R"]])
+    with trio.fail_after(TEST_TIMEOUT):
+        async with peers.link(triomq.REP, zmq.DEALER, triomq_binds=triomq_binds) as (rep, dealer):
+            for msg in _REQUESTS_SOME_WITHOUT_DELIMITER:
+                await peers.z(dealer.send_multipart, msg)
+            got = []
+            while not got or got[-1] != [b"last"]:
+                got.append(await rep.recv_multipart())
+                await rep.send(b"R")
+            replies = [await peers.z(dealer.recv_multipart) for _ in got]
+            assert (got, replies) == expected
+            assert rep.statistics().dropped == 3

@@ -190,7 +190,11 @@ class Rep(Pattern):
             try:
                 split = msg.index(b"") + 1
             except ValueError:
-                self.dropped += 1  # a request with no envelope delimiter
+                split = 0
+            if split == 0 or split == len(msg):
+                # no envelope delimiter: libzmq's delimiter is an empty frame
+                # with more to follow; without one it drops the message
+                self.dropped += 1
                 continue
             if self._pending is not None:
                 self.abandoned += 1
