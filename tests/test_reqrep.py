@@ -400,3 +400,37 @@ async def test_rep_recv_many_hands_out_one_request_at_a_time() -> None:
                 assert sorted(answered) == [b"q0", b"q1", b"q2"]
                 assert [await req.recv() for req in clients] == [b"re:q0", b"re:q1", b"re:q2"]
                 assert rep.pattern.abandoned == 0  # type: ignore[attr-defined]
+
+
+async def test_send_many_stops_at_a_refused_message_and_counts_what_went(endpoint: str) -> None:
+    """A message the pattern refuses mid-batch ends the batch: the ones before it
+    are queued, returned and counted; only a refused first message raises."""
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.ROUTER, router_mandatory=True) as router:
+            ep = await router.bind(endpoint)
+            async with triomq.open_socket(triomq.DEALER, routing_id=b"d") as dealer:
+                await dealer.connect(ep)
+                await router.wait_peers(1)
+                batch = [[b"d", b"1"], [b"d", b"2"], [b"nobody", b"3"], [b"d", b"4"]]
+                assert await router.send_many(batch) == 2
+                assert router.statistics().sent == 2
+                assert [await dealer.recv() for _ in range(2)] == [b"1", b"2"]
+                with pytest.raises(triomq.HostUnreachable):
+                    await router.send_many(batch[2:])  # the refused one is first now
+                with pytest.raises(triomq.HostUnreachable):
+                    router.send_many_nowait(batch[2:])
+                assert router.statistics().sent == 2
+                assert router.send_many_nowait(batch[3:]) == 1
+                assert await dealer.recv() == b"4"
+
+        # the same rule for REQ/REP state: one reply per request, one request per reply
+        async with (
+            triomq.open_socket(triomq.REP) as rep,
+            triomq.open_socket(triomq.REQ, req_relaxed=False) as req,
+        ):
+            await req.connect(await rep.bind(endpoint))
+            assert await req.send_many([[b"q"], [b"second request"]]) == 1
+            assert await rep.recv() == b"q"
+            assert await rep.send_many([[b"a"], [b"second reply"]]) == 1
+            assert rep.statistics().sent == 1
+            assert await req.recv() == b"a"

@@ -410,10 +410,16 @@ class Socket(trio.abc.AsyncResource):
     def send_many_nowait(self, messages: Sequence[Iterable[_Frame]]) -> int:
         """Queue as many of *messages* (each a list of frames) as fit now, in order.
 
-        Returns how many were queued (each one whole).
+        Returns how many were queued (each one whole). A message the socket
+        refuses (e.g. a ROUTER's unknown routing id with ``router_mandatory``,
+        a REP's second reply) ends the batch: the ones before it are queued and
+        counted, and only when it is the first does this raise. So the rest of
+        a batch, sent again, starts with it and raises then.
 
         Raises:
             trio.WouldBlock: not even the first one fits (nothing queued).
+            StateError, HostUnreachable: the first message is refused (nothing queued).
+            TypeError, ValueError: a message is not a list of frames (nothing queued).
         """
         self._check_open()
         if self._waits_for_disk():
@@ -431,7 +437,8 @@ class Socket(trio.abc.AsyncResource):
 
         Returns how many were queued, at least one (if *messages* is not empty);
         send the rest with another call. One checkpoint for the whole batch. If
-        cancelled, nothing was queued by this call.
+        cancelled, nothing was queued by this call. A refused message ends the
+        batch, and raises only if it is the first: see :meth:`send_many_nowait`.
         """
         if not messages:
             await trio.lowlevel.checkpoint()

@@ -6,7 +6,7 @@ import abc
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from .._errors import StateError
+from .._errors import StateError, TriomqError
 from .._options import SocketOptions
 from .._socket_type import SocketType
 
@@ -139,12 +139,21 @@ class Pattern(abc.ABC):
         """Queue as many of *msgs* as fit now, in order; how many were taken.
 
         Each one is handled exactly as :meth:`send` would (queued, or dropped and
-        counted); patterns override this to queue in bulk.
+        counted); patterns override this to queue in bulk. If :meth:`send`
+        raises once some messages were taken, the batch stops there and their
+        count is returned (the caller must learn what went out); the failing
+        message is then the first of the rest, and raises on the next call.
+        Only an error on the first message propagates. Overrides keep this rule.
         """
         send = self.send
         sent = 0
         for msg in msgs:
-            if not send(msg):
+            try:
+                if not send(msg):
+                    break
+            except TriomqError:
+                if not sent:
+                    raise
                 break
             sent += 1
         return sent
