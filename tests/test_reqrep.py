@@ -434,3 +434,41 @@ async def test_send_many_stops_at_a_refused_message_and_counts_what_went(endpoin
             assert await rep.send_many([[b"a"], [b"second reply"]]) == 1
             assert rep.statistics().sent == 1
             assert await req.recv() == b"a"
+
+
+async def test_serve_survives_replies_it_cannot_make_or_send(caplog: pytest.LogCaptureFixture) -> None:
+    """A handler that returns text, and a reply whose client has left (with
+    router_mandatory): each is logged and that request gets no reply, as the
+    docstring says; serve() goes on answering the others."""
+    slow_started, client_gone = trio.Event(), trio.Event()
+
+    async def handler(frames: list[bytes]) -> bytes:
+        if frames == [b"text"]:
+            return "not bytes"  # type: ignore[return-value]
+        if frames == [b"slow"]:
+            slow_started.set()
+            await client_gone.wait()
+        return frames[0].upper()
+
+    with trio.fail_after(10):
+        async with (
+            triomq.open_socket(triomq.ROUTER, router_mandatory=True) as router,
+            router.monitor() as events,
+        ):
+            ep = await router.bind("tcp://127.0.0.1:0")
+            async with trio.open_nursery() as nursery:
+                await nursery.start(triomq.serve, router, handler)  # dies -> the test fails
+                async with triomq.open_socket(triomq.DEALER, linger=0) as leaving:
+                    await leaving.connect(ep)
+                    await leaving.send_multipart([b"", b"slow"])
+                    await slow_started.wait()
+                await wait_for_event(events, triomq.Disconnected)
+                client_gone.set()  # its reply now has no peer to go to
+                async with triomq.open_socket(triomq.DEALER) as client:
+                    await client.connect(ep)
+                    await client.send_multipart([b"", b"text"])
+                    await client.send_multipart([b"", b"ok"])
+                    assert await client.recv_multipart() == [b"", b"OK"]
+                nursery.cancel_scope.cancel()
+    failures = sorted(type(r.exc_info[1]).__name__ for r in caplog.records if r.exc_info)
+    assert failures == ["HostUnreachable", "TypeError"]

@@ -139,8 +139,10 @@ async def serve(
 
     Each request runs ``await handler(frames)`` in its own task (at most
     *max_in_flight* at a time); the reply goes back with the request's
-    envelope. A handler that raises is logged and its request gets no reply
-    (the client's retry policy takes over).
+    envelope. A request whose handler raises, returns something that is not
+    frames, or whose reply cannot be sent (its client gone, with
+    ``router_mandatory``) is logged and gets no reply (the client's retry
+    policy takes over); the server goes on serving.
     """
     if sock.socket_type is not SocketType.ROUTER:
         raise StateError("serve() needs a ROUTER socket")
@@ -148,13 +150,13 @@ async def serve(
 
     async def handle(token: object, envelope: list[bytes], body: list[bytes]) -> None:
         try:
-            try:
-                reply = await handler(body)
-            except Exception:
-                logger.exception("request handler failed")
-                return
-            frames = [reply] if isinstance(reply, bytes) else list(reply)
+            # the reply's conversion and its sending fail like the handler: one
+            # request goes unanswered, never the whole server
+            reply = await handler(body)
+            frames = [reply] if isinstance(reply, (bytes, bytearray, memoryview)) else list(reply)
             await sock.send_multipart([*envelope, *frames])
+        except Exception:
+            logger.exception("request failed, no reply sent")
         finally:
             limiter.release_on_behalf_of(token)
 
