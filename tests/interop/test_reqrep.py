@@ -250,3 +250,41 @@ async def test_triomq_rep_drops_requests_without_delimiter_as_libzmq(peers: Any,
             replies = [await peers.z(dealer.recv_multipart) for _ in got]
             assert (got, replies) == expected
             assert rep.statistics().dropped == 3
+
+
+async def test_router_server_that_echoes_the_envelope_serves_every_req(peers: Any, transport: str) -> None:
+    """The server the docs describe (dealer-router.rst): echo every frame up to
+    and including the first empty one. It answers libzmq's REQ and triomq's
+    correlating REQ alike; a server that replies ``[id, b"", reply]`` needs
+    triomq REQs made with ``req_correlate=False``."""
+
+    async def echo_envelope(router: triomq.Socket, count: int) -> None:
+        for _ in range(count):
+            msg = await router.recv_multipart()
+            split = msg.index(b"", 1) + 1
+            envelope, request = msg[:split], msg[split:]
+            await router.send_multipart([*envelope, b"re:" + request[0]])
+
+    async def naive(router: triomq.Socket) -> None:
+        rid, _, *request = await router.recv_multipart()
+        await router.send_multipart([rid, b"", b"re:" + request[-1]])
+
+    with trio.fail_after(TEST_TIMEOUT):
+        async with triomq.open_socket(triomq.ROUTER) as router:
+            ep = await router.bind(peers.endpoint())
+            zreq = peers.zsocket(zmq.REQ)
+            await peers.z(zreq.connect, ep)
+            async with triomq.open_socket(triomq.REQ) as req:
+                await req.connect(ep)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(echo_envelope, router, 2)
+                    await peers.z(zreq.send, b"from libzmq")
+                    assert await peers.z(zreq.recv) == b"re:from libzmq"
+                    await req.send(b"from triomq")
+                    assert await req.recv() == b"re:from triomq"
+            async with triomq.open_socket(triomq.REQ, req_correlate=False) as req:
+                await req.connect(ep)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(naive, router)
+                    await req.send(b"plain")
+                    assert await req.recv() == b"re:plain"
