@@ -472,3 +472,54 @@ async def test_serve_survives_replies_it_cannot_make_or_send(caplog: pytest.LogC
                 nursery.cancel_scope.cancel()
     failures = sorted(type(r.exc_info[1]).__name__ for r in caplog.records if r.exc_info)
     assert failures == ["HostUnreachable", "TypeError"]
+
+
+async def test_uncorrelated_req_discards_a_late_reply_when_a_new_request_begins() -> None:
+    """With req_correlate=False nothing marks a late reply as stale, so a new
+    request discards what is waiting, as libzmq's req_t::xsend does."""
+    with trio.fail_after(10):
+        async with (
+            triomq.open_socket(triomq.REP) as rep,
+            triomq.open_socket(triomq.REQ, req_correlate=False) as req,
+        ):
+            await req.connect(await rep.bind("inproc://late-uncorrelated"))
+            await req.send(b"req1")
+            assert await rep.recv() == b"req1"
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await req.recv()  # the caller gave up on req1
+            await rep.send(b"re:req1")  # inproc: queued at the REQ at once
+            assert req.statistics().queued_in == 1
+            await req.send(b"req2")
+            assert await rep.recv() == b"req2"
+            await rep.send(b"re:req2")
+            assert await req.recv() == b"re:req2"
+            assert req.pattern.stale_replies == 1  # type: ignore[attr-defined]
+
+
+async def test_req_and_rep_drop_a_message_recv_put_back_once_they_send() -> None:
+    """recv() puts back a multi-frame message; the application then sends. For
+    a REQ that message was the old reply, for a REP the request just answered:
+    neither may come out of the next receive."""
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.REP) as rep, triomq.open_socket(triomq.REQ) as req:
+            await req.connect(await rep.bind("inproc://put-back"))
+            await req.send(b"req1")
+            assert await rep.recv() == b"req1"
+            await rep.send_multipart([b"re:req1", b"extra"])
+            with pytest.raises(triomq.StateError, match="2 frames"):
+                await req.recv()
+            await req.send(b"req2")
+            assert await rep.recv() == b"req2"
+            await rep.send(b"re:req2")
+            assert await req.recv_multipart() == [b"re:req2"]
+
+            await req.send_multipart([b"two", b"frames"])
+            with pytest.raises(triomq.StateError, match="2 frames"):
+                await rep.recv()
+            await rep.send(b"error: send one frame")  # answers the put-back request
+            assert await req.recv() == b"error: send one frame"
+            await req.send(b"next")
+            assert await rep.recv_multipart() == [b"next"]
+            await rep.send(b"re:next")
+            assert await req.recv() == b"re:next"

@@ -90,6 +90,7 @@ class Req(Dealer):
             return False
         if self._expecting:
             self._abandon()
+        self._discard_waiting()
         if options.req_correlate:
             self._request_id = (self._request_id + 1) & 0xFFFFFFFF
             request = [_U32.pack(self._request_id), b"", *msg]
@@ -100,6 +101,18 @@ class Req(Dealer):
         self._last_request = request
         self._expecting = True
         return True
+
+    def _discard_waiting(self) -> None:
+        """A new request begins: whatever is waiting answers an older one (a
+        reply put back by recv(), a late reply), as libzmq's req_t::xsend
+        eats them. Without ``req_correlate`` nothing else would tell them
+        from the new request's reply."""
+        stale = len(self._put_back)
+        self._put_back.clear()
+        recv = self._fq.recv
+        while recv() is not None:
+            stale += 1
+        self.stale_replies += stale
 
     def _abandon(self) -> None:
         pipe, request = self._reply_pipe, self._last_request
@@ -206,6 +219,9 @@ class Rep(Pattern):
             raise StateError("REP must receive a request before sending a reply")
         pipe, envelope = self._pending
         self._pending = None
+        # a request recv() put back (it had several frames) is the one being
+        # answered: it must not come out again, without its envelope
+        self._put_back.clear()
         if pipe.writable():
             pipe.write(envelope + msg)
         else:
