@@ -288,3 +288,16 @@ async def test_router_server_that_echoes_the_envelope_serves_every_req(peers: An
                     nursery.start_soon(naive, router)
                     await req.send(b"plain")
                     assert await req.recv() == b"re:plain"
+
+
+async def test_libzmq_dealer_with_a_zero_byte_id_to_triomq_router(peers: Any, triomq_binds: bool) -> None:
+    """libzmq 4.3 lets a peer's routing id start with a zero byte (only ids it
+    generates do), and its ROUTER accepts such a peer: so does triomq's."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with peers.link(
+            triomq.ROUTER, zmq.DEALER, triomq_binds=triomq_binds, zmq_options={"ROUTING_ID": b"\x00abc"}
+        ) as (router, dealer):
+            await peers.z(dealer.send, b"hi")
+            assert await router.recv_multipart() == [b"\x00abc", b"hi"]
+            await router.send_multipart([b"\x00abc", b"hello"])
+            assert await peers.z(dealer.recv) == b"hello"

@@ -267,8 +267,8 @@ class Router(Pattern):
         rid = pipe.routing_id
         if not rid:
             rid = pipe.routing_id = self._generate_id()
-        elif rid[:1] == b"\x00":
-            return "routing ids starting with a zero byte are reserved"
+        # a peer's id may start with a zero byte, as libzmq 4.3's router.cpp
+        # takes any (one may then clash with a generated id: a duplicate)
         old = self._by_id.get(rid)
         if old is not None and old is not pipe:
             if not self.options.router_handover:
