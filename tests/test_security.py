@@ -419,6 +419,13 @@ async def test_authenticator_is_asked_once_per_handshake_with_the_request() -> N
     assert request.username is None and request.password is None
 
 
+class Unjudgeable:
+    """An answer whose truth cannot be told."""
+
+    def __bool__(self) -> bool:
+        raise RuntimeError("no truth value")
+
+
 @pytest.mark.parametrize(
     ("answer", "allowed", "reason"),
     [
@@ -427,6 +434,9 @@ async def test_authenticator_is_asked_once_per_handshake_with_the_request() -> N
         (False, False, "denied"),
         (None, False, "denied"),
         (auth.Deny("not on a Tuesday"), False, "not on a Tuesday"),
+        # a user id that cannot be UTF-8 denies (it used to end the whole socket)
+        ("caf\udce9", False, "surrogates not allowed"),
+        (Unjudgeable(), False, "RuntimeError: no truth value"),
     ],
 )
 async def test_authenticator_answers(answer: Any, allowed: bool, reason: str) -> None:
@@ -466,6 +476,37 @@ async def test_authenticator_that_raises_denies_and_the_socket_carries_on(
                 await push.send(b"retry")
                 assert await pull.recv() == b"retry"
     assert "authenticator raised" in caplog.text
+
+
+async def test_an_unexpected_error_in_a_handshake_costs_only_that_connection(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    original = triomq.Socket.authenticate
+    calls = 0
+
+    async def buggy(self: triomq.Socket, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyError("a bug in the handshake")  # stands for any bug of ours
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(triomq.Socket, "authenticate", buggy)
+    with trio.fail_after(TIMEOUT):
+        async with server(plain_server=True, authenticator=auth.passwords({"alice": "secret"})) as (
+            pull,
+            endpoint,
+            events,
+        ):
+            async with client(endpoint, **GOOD_PLAIN) as (push, _):
+                failed = await next_event(events, triomq.HandshakeFailed)
+                assert failed.kind is triomq.FailureKind.PROTOCOL
+                assert failed.reason == "internal error: KeyError: 'a bug in the handshake'"
+                # the socket lives on: the client's next attempt gets in
+                await push.send(b"after the bug")
+                assert await pull.recv() == b"after the bug"
+    assert calls == 2
+    assert "unexpected error in a handshake" in caplog.text
 
 
 async def test_null_mechanism_with_address_policy() -> None:
@@ -529,6 +570,36 @@ async def test_null_mechanism_with_address_policy() -> None:
 def test_bad_security_options_are_explained(options: dict[str, Any], message: str) -> None:
     with pytest.raises((ValueError, TypeError), match=message):
         make_mechanism(SocketOptions(**options))
+
+
+@pytest.mark.parametrize(
+    ("metadata", "error", "message"),
+    [
+        ({"X-caf\u00e9": b"1"}, ValueError, "1 to 255 ASCII"),
+        ({"": b"1"}, ValueError, "1 to 255 ASCII"),
+        ({"X-" + "a" * 254: b"1"}, ValueError, "1 to 255 ASCII"),
+        ({b"X-Raw": b"1"}, TypeError, "metadata names are str"),
+        ({"X-Text": "1"}, TypeError, "must be bytes, not str"),
+        ({"identity": b"admin"}, ValueError, "announces Identity itself"),
+        ({"SOCKET-TYPE": b"ROUTER"}, ValueError, "announces Socket-Type itself"),
+    ],
+)
+async def test_bad_metadata_is_refused_when_set(
+    metadata: dict[Any, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        SocketOptions(metadata=metadata)
+    # at open_socket, not at the first handshake (where it used to end the socket)
+    with pytest.raises(error, match=message):
+        async with triomq.open_socket(triomq.PULL, metadata=metadata):
+            raise AssertionError("opened")
+
+
+def test_metadata_is_copied_when_set() -> None:
+    metadata = {"X-" + "a" * 253: b"1"}  # the longest name
+    options = SocketOptions(metadata=metadata)
+    metadata["Identity"] = b"admin"  # too late: the options hold their own copy
+    assert list(options.metadata) == ["X-" + "a" * 253]
 
 
 def test_security_options_pick_the_mechanism() -> None:
@@ -632,3 +703,25 @@ def test_key_files_are_compatible_with_pyzmq(tmp_path: Path) -> None:
     (tmp_path / "empty.key").write_text("# nothing here\n")
     with pytest.raises(ValueError, match="no public key"):
         auth.load_certificate(tmp_path / "empty.key")
+
+
+async def test_key_file_names_that_are_not_utf8_give_valid_user_ids(tmp_path: Path) -> None:
+    public_path, secret_path = auth.create_certificates(tmp_path, "tmp")
+    client_public, client_secret = auth.load_certificate(secret_path)
+    secret_path.unlink()
+    # a Latin-1 name: the OS hands it over with a lone surrogate ("caf\udce9.key")
+    os.rename(public_path, os.path.join(os.fsencode(tmp_path), b"caf\xe9.key"))
+    assert auth.load_certificates(tmp_path) == {client_public: "caf\ufffd"}
+    with trio.fail_after(TIMEOUT):
+        async with server(authenticator=auth.curve_key_directory(tmp_path), **CURVE_SERVER) as (
+            pull,
+            endpoint,
+            _,
+        ):
+            async with client(
+                endpoint, **curve_client_options(client_public, client_secret)
+            ) as (push, _):
+                await push.send(b"hello")
+                message, peer = await pull.recv_multipart_with_peer()
+    assert message == [b"hello"]
+    assert peer is not None and peer.user_id == "caf\ufffd"

@@ -34,6 +34,29 @@ def _routing_id(instance: object, attribute: object, value: bytes) -> None:
         raise ValueError("routing_id may not start with a zero byte (reserved by libzmq)")
 
 
+#: properties the connection announces itself (names compare ignoring case, RFC 37):
+#: a metadata entry must not override them (Identity would forge the routing id)
+_OWN_PROPERTIES = ("Socket-Type", "Identity")
+
+
+def _metadata(instance: object, attribute: Any, value: dict[str, bytes]) -> None:
+    """Extra handshake properties, checked when set: a bad one found at the first
+    handshake would fail every connection instead of the call that set it."""
+    for name, prop in value.items():
+        if not isinstance(name, str):
+            raise TypeError(f"metadata names are str, not {type(name).__name__}: {name!r}")
+        if not name.isascii() or not 0 < len(name) < 256:
+            raise ValueError(f"metadata name must be 1 to 255 ASCII characters: {name!r}")
+        for own in _OWN_PROPERTIES:
+            if name.lower() == own.lower():
+                raise ValueError(
+                    f"metadata may not set {name!r}: the socket announces {own} itself"
+                    " (see the routing_id option)"
+                )
+        if not isinstance(prop, bytes):
+            raise TypeError(f"metadata value of {name!r} must be bytes, not {type(prop).__name__}")
+
+
 @attrs.frozen(kw_only=True)
 class SocketOptions:
     """Every option a socket accepts. Pass them as keyword arguments to ``open_socket``.
@@ -60,7 +83,8 @@ class SocketOptions:
         default=b"", converter=bytes, validator=v.and_(v.instance_of(bytes), _routing_id)
     )
     #: extra metadata properties announced in the handshake (names like "X-...")
-    metadata: dict[str, bytes] = attrs.field(factory=dict)
+    #: (copied when set, so that the checked dict is the one used)
+    metadata: dict[str, bytes] = attrs.field(factory=dict, converter=dict, validator=_metadata)
     #: with ``tcp://*``, listen on IPv6 as well as IPv4
     ipv6: bool = False
     #: only queue messages on pipes whose connection is complete

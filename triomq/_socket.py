@@ -17,7 +17,7 @@ from typing import Any, TypeVar, final
 import attrs
 import trio
 
-from ._auth import AuthRequest
+from ._auth import AuthRequest, Deny
 from ._endpoint import Endpoint, parse_endpoint
 from ._engine._dialer import run_acceptor, run_dialer
 from ._engine._inproc import (
@@ -796,8 +796,6 @@ class Socket(trio.abc.AsyncResource):
         """
         import inspect
 
-        from ._auth import Deny
-
         authenticator = self.options.authenticator
         if authenticator is None:
             mechanism = credentials.mechanism
@@ -815,18 +813,12 @@ class Socket(trio.abc.AsyncResource):
             answer: Any = authenticator(request)
             if inspect.isawaitable(answer):
                 answer = await answer
+            # reading the answer is the authenticator's code too (a str that cannot
+            # be UTF-8, a __bool__ that raises): it must deny, not end the socket
+            return _read_answer(answer)
         except Exception as exc:  # a broken authenticator denies, and says why
             logger.exception("authenticator raised; denying %s", address or "peer")
             return False, b"", f"authenticator error: {type(exc).__name__}: {exc}"
-        if isinstance(answer, Deny):
-            return False, b"", answer.reason or "denied"
-        if not answer:
-            return False, b"", "denied"
-        if isinstance(answer, str):
-            return True, answer.encode("utf-8"), ""
-        if isinstance(answer, (bytes, bytearray)):
-            return True, bytes(answer), ""
-        return True, b"", ""
 
     def new_pipe(self, endpoint: str, *, persistent: bool) -> Pipe:
         options = self.options
@@ -949,6 +941,23 @@ class Socket(trio.abc.AsyncResource):
     def wake_senders(self) -> None:
         if self._send_lot:
             self._send_lot.unpark_all()
+
+
+def _read_answer(answer: Any) -> tuple[bool, bytes, str]:
+    """An authenticator's answer as (allowed, user id, reason); see Socket.authenticate.
+
+    Raises whatever the answer raises (a ``str`` that is not UTF-8, a ``__bool__``
+    that fails): the caller treats that as the authenticator failing, and denies.
+    """
+    if isinstance(answer, Deny):
+        return False, b"", answer.reason or "denied"
+    if not answer:
+        return False, b"", "denied"
+    if isinstance(answer, str):
+        return True, answer.encode("utf-8"), ""
+    if isinstance(answer, (bytes, bytearray)):
+        return True, bytes(answer), ""
+    return True, b"", ""
 
 
 def _to_message(frames: Iterable[_Frame]) -> Msg:

@@ -248,7 +248,7 @@ class _KeyDirectory:
             path = self.directory / name
             try:
                 public, _secret = load_certificate(path)
-                keys.setdefault(normalize_key(public), name[: -len(".key")])
+                keys.setdefault(normalize_key(public), _user_id(name))
             except (OSError, ValueError) as exc:
                 logger.warning("skipping CURVE key file %s: %s", path, exc)
         return entries, keys
@@ -405,6 +405,16 @@ def load_certificate(path: str | os.PathLike[str]) -> tuple[bytes, bytes | None]
     return public, secret
 
 
+def _user_id(file_name: str) -> str:
+    """A key file's name without ``.key``, as a user id that is valid UTF-8.
+
+    A name that is not UTF-8 on disk (say Latin-1 ``caf\xe9.key``) comes from
+    the OS with lone surrogates, which no user id can carry; its undecodable
+    bytes become U+FFFD instead.
+    """
+    return os.fsencode(file_name[: -len(".key")]).decode("utf-8", "replace")
+
+
 def load_certificates(directory: str | os.PathLike[str]) -> dict[bytes, str]:
     """The public keys (Z85) of every ``*.key`` file in *directory*, each mapped to
     its file's name without ``.key``; ready for :func:`curve_keys`. Blocks briefly.
@@ -416,5 +426,5 @@ def load_certificates(directory: str | os.PathLike[str]) -> dict[bytes, str]:
     keys: dict[bytes, str] = {}
     for path in sorted(Path(directory).glob("*.key")):
         public, _ = load_certificate(path)
-        keys.setdefault(public, path.name[: -len(".key")])
+        keys.setdefault(public, _user_id(path.name))
     return keys

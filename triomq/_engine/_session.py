@@ -227,8 +227,8 @@ async def run_stream_session(
     """
     try:
         set_buffers(stream, sndbuf=core.options.sndbuf, rcvbuf=core.options.rcvbuf)
-        conn = core.make_connection()
         try:
+            conn = core.make_connection()
             timeout = core.options.handshake_ivl
             with trio.fail_after(timeout if timeout else math.inf):
                 handshake = await _handshake(core, stream, conn, peer_address)
@@ -248,6 +248,14 @@ async def run_stream_session(
             return False
         except _STREAM_ERRORS as exc:
             _handshake_failed(core, endpoint, peer_address, FailureKind.CLOSED, _describe(exc))
+            return False
+        except Exception as exc:
+            # a bug, ours or in code the handshake calls (the authenticator, an
+            # option), costs this connection only: raised further, it would end
+            # the socket and every other peer on it
+            logger.exception("%s: unexpected error in a handshake", endpoint)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            _handshake_failed(core, endpoint, peer_address, FailureKind.PROTOCOL, reason)
             return False
 
         if pipe is None:
