@@ -509,6 +509,50 @@ async def test_an_unexpected_error_in_a_handshake_costs_only_that_connection(
     assert "unexpected error in a handshake" in caplog.text
 
 
+def properties(*pairs: tuple[bytes, bytes]) -> bytes:
+    return b"".join(
+        bytes((len(name),)) + name + struct.pack(">I", len(value)) + value for name, value in pairs
+    )
+
+
+@pytest.mark.parametrize(
+    ("pairs", "routed_as"),
+    [
+        ([(b"Identity", b"admin")], None),
+        ([(b"identity", b"admin")], None),  # property names ignore case (RFC 37)
+        ([(b"IDENTITY", b"admin")], None),
+        # two spellings: the authenticator judges the one the ROUTER routes by
+        ([(b"identity", b"guest"), (b"Identity", b"admin")], b"guest"),
+    ],
+)
+async def test_authenticator_judges_the_routing_id_the_socket_uses(
+    pairs: list[tuple[bytes, bytes]], routed_as: bytes | None
+) -> None:
+    seen: list[bytes] = []
+
+    async def no_admin(request: triomq.AuthRequest) -> Any:
+        seen.append(request.routing_id)
+        return auth.Deny("reserved") if request.routing_id == b"admin" else True
+
+    ready = properties((b"Socket-Type", b"DEALER"), *pairs)
+    with trio.fail_after(TIMEOUT):
+        async with triomq.open_socket(triomq.ROUTER, linger=0, authenticator=no_admin) as router:
+            async with router.monitor() as events:
+                endpoint = await router.bind("tcp://127.0.0.1:0")
+                stream = await open_raw(endpoint)
+                async with stream:
+                    await stream.send_all(
+                        greeting(b"NULL") + command(b"READY", ready) + frame(b"hello")
+                    )
+                    if routed_as is None:
+                        failed = await next_event(events, triomq.HandshakeFailed)
+                        assert failed.kind is AUTH and failed.reason.endswith("reserved")
+                        assert seen == [b"admin"]
+                    else:
+                        assert await router.recv_multipart() == [routed_as, b"hello"]
+                        assert seen == [routed_as]
+
+
 async def test_null_mechanism_with_address_policy() -> None:
     with trio.fail_after(TIMEOUT):
         async with server(authenticator=auth.deny_addresses("127.0.0.0/8")) as (

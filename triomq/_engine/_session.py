@@ -168,9 +168,10 @@ async def _handshake(
                         await stream.send_all(out)
                     return event
                 if isinstance(event, AuthenticationRequested):
-                    routing_id = conn.mechanism.peer_metadata.get("Identity", b"")
                     allowed, user_id, reason = await core.authenticate(
-                        event.credentials, address=peer_address, routing_id=routing_id
+                        event.credentials,
+                        address=peer_address,
+                        routing_id=conn.announced_routing_id(),
                     )
                     # the peer learns only the ZAP status code, as from libzmq
                     conn.authentication_result(

@@ -298,6 +298,12 @@ class ZMTPConnection:
             if status is MechanismStatus.READY:
                 return self._handshake_done()
 
+    def announced_routing_id(self) -> bytes:
+        """The Identity the peer announced (b"" if none), looked up ignoring case
+        (RFC 37): the one value both the authenticator and the routing get, so a
+        peer cannot show one a different id from the other."""
+        return get_property(self.mechanism.peer_metadata, "Identity") or b""
+
     def _handshake_done(self) -> HandshakeComplete:
         mech = self.mechanism
         props = mech.peer_metadata
@@ -311,7 +317,7 @@ class ZMTPConnection:
             raise HandshakeError(
                 f"incompatible socket types: {self.socket_type.name} cannot talk to {peer_type.name}"
             )
-        routing_id = get_property(props, "Identity") or b""
+        routing_id = self.announced_routing_id()
         if len(routing_id) > 255:
             raise HandshakeError("peer routing id is longer than 255 bytes")
         self.peer_socket_type = peer_type
