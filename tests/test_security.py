@@ -553,6 +553,57 @@ async def test_authenticator_judges_the_routing_id_the_socket_uses(
                         assert seen == [routed_as]
 
 
+async def test_null_with_authenticators_on_both_ends() -> None:
+    """Each side holds its READY until its own authenticator answers; only the
+    accepting side waits for the peer's READY first (it used to be both, and
+    the handshake never completed)."""
+    asked: dict[str, triomq.AuthRequest] = {}
+
+    def judge(side: str) -> Callable[[triomq.AuthRequest], Any]:
+        async def check(request: triomq.AuthRequest) -> str:
+            asked[side] = request
+            return f"seen by {side}"
+
+        return check
+
+    with trio.fail_after(TIMEOUT):
+        async with triomq.open_socket(
+            triomq.ROUTER, linger=0, authenticator=judge("router")
+        ) as router:
+            async with router.monitor() as events:
+                endpoint = await router.bind("tcp://127.0.0.1:0")
+                async with triomq.open_socket(
+                    triomq.DEALER, linger=0, routing_id=b"d1", authenticator=judge("dealer")
+                ) as dealer:
+                    async with dealer.monitor() as dealer_events:
+                        await dealer.connect(endpoint)
+                        await dealer.send(b"hello")
+                        message, peer = await router.recv_multipart_with_peer()
+                        assert message == [b"d1", b"hello"]
+                        assert peer is not None and peer.user_id == "seen by router"
+                        ok = await next_event(dealer_events, triomq.HandshakeSucceeded)
+                        assert ok.user_id == "seen by dealer"
+                ok = await next_event(events, triomq.HandshakeSucceeded)
+                assert ok.user_id == "seen by router"
+    assert asked["router"].routing_id == b"d1"  # the acceptor knows the peer's Identity
+    assert asked["dealer"].routing_id == b""  # the dialer asks before it arrives
+    assert asked["dealer"].mechanism == asked["router"].mechanism == "NULL"
+
+
+async def test_null_dialer_with_an_authenticator_refuses_the_server() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with server() as (pull, endpoint, events):
+            async with client(
+                endpoint, authenticator=lambda request: auth.Deny("not this server")
+            ) as (_, client_events):
+                failed = await next_event(client_events, triomq.HandshakeFailed)
+                assert failed.kind is AUTH and failed.reason.endswith("not this server")
+                # the server hears the ZAP status, as from libzmq, and makes no pipe
+                failed = await next_event(events, triomq.HandshakeFailed)
+                assert failed.kind is AUTH and failed.reason.endswith("ERROR 400")
+            assert pull.statistics().pipes == 0
+
+
 async def test_null_mechanism_with_address_policy() -> None:
     with trio.fail_after(TIMEOUT):
         async with server(authenticator=auth.deny_addresses("127.0.0.0/8")) as (

@@ -18,6 +18,7 @@ from triomq._zmtp._commands import (
 from triomq._zmtp._connection import ConnectionState, ZMTPConnection
 from triomq._zmtp._events import (
     NEED_DATA,
+    AuthenticationRequested,
     ConnectionClosed,
     HandshakeComplete,
     Message,
@@ -37,6 +38,7 @@ from triomq._zmtp._frames import (
     frame_header,
 )
 from triomq._zmtp._greeting import GREETING_SIZE, decode_greeting_untrusted, encode_greeting
+from triomq._zmtp._mechanism import Credentials
 
 frames_st = st.lists(st.binary(max_size=600), min_size=1, max_size=6)
 
@@ -207,6 +209,48 @@ def test_handshake_complete_reports_peer_identity() -> None:
     assert isinstance(hs, HandshakeComplete)
     assert hs.peer_routing_id == b"me" and hs.peer_socket_type is SocketType.DEALER
     assert hs.peer_minor == 1
+
+
+def test_null_with_an_authenticator_on_both_sides_completes() -> None:
+    """The connecting side asks at once (as libzmq does), the accepting side once
+    the peer's READY is in: neither waits for the other's READY before its own."""
+    dialer = ZMTPConnection(
+        SocketType.DEALER,
+        NullMechanism(as_server=True, authenticate=True, ask_at_once=True),
+        routing_id=b"me",
+    )
+    acceptor = ZMTPConnection(SocketType.ROUTER, NullMechanism(as_server=True, authenticate=True))
+    seen_dialer, seen_acceptor = pump(dialer, acceptor)
+    # the dialer asked before any READY: it knows no peer Identity yet
+    assert seen_dialer == [AuthenticationRequested(Credentials(mechanism="NULL"))]
+    assert dialer.announced_routing_id() == b""
+    assert seen_acceptor == []  # and holds its READY until its own answer
+    dialer.authentication_result(True, user_id=b"server")
+    seen_dialer, seen_acceptor = pump(dialer, acceptor)
+    assert seen_dialer == []
+    # the acceptor judges with the Identity the dialer announced
+    assert seen_acceptor == [AuthenticationRequested(Credentials(mechanism="NULL"))]
+    assert acceptor.announced_routing_id() == b"me"
+    acceptor.authentication_result(True, user_id=b"client")
+    seen_dialer, seen_acceptor = pump(dialer, acceptor)
+    (done_dialer,) = seen_dialer
+    (done_acceptor,) = seen_acceptor
+    assert isinstance(done_dialer, HandshakeComplete) and done_dialer.user_id == b"server"
+    assert isinstance(done_acceptor, HandshakeComplete) and done_acceptor.user_id == b"client"
+    assert done_acceptor.peer_routing_id == b"me"
+
+
+def test_null_dialer_that_refuses_never_sends_ready() -> None:
+    dialer = ZMTPConnection(
+        SocketType.PUSH, NullMechanism(as_server=True, authenticate=True, ask_at_once=True)
+    )
+    acceptor = ZMTPConnection(SocketType.PULL, NullMechanism())
+    seen_dialer, _ = pump(dialer, acceptor)
+    assert seen_dialer == [AuthenticationRequested(Credentials(mechanism="NULL"))]
+    dialer.authentication_result(False, reason="400")
+    assert dialer.state is ConnectionState.CLOSED
+    _, seen_acceptor = pump(dialer, acceptor)
+    assert seen_acceptor == [PeerError("400")]
 
 
 def test_incompatible_socket_types_refused() -> None:

@@ -13,8 +13,10 @@ class AuthRequest:
     Attributes:
         mechanism: "NULL", "PLAIN" or "CURVE".
         address: the peer's IP address ("" for ipc).
-        routing_id: the routing id the peer announced (known for NULL and CURVE;
-            PLAIN asks before the peer sends its metadata, so it is empty there).
+        routing_id: the routing id the peer announced (known for CURVE, and for
+            NULL on the side that accepted the connection; PLAIN, and NULL on the
+            side that connected, ask before the peer sends its metadata, as libzmq
+            does, so it is empty there).
         domain: the socket's ``zap_domain``.
         username, password: PLAIN's credentials.
         public_key: CURVE: the client's long-term public key (32 raw bytes).

@@ -761,17 +761,17 @@ class Socket(trio.abc.AsyncResource):
 
     # ------------------------------------------------------------------ SocketCore (engine side)
 
-    def make_connection(self) -> ZMTPConnection:
+    def make_connection(self, *, accepted: bool) -> ZMTPConnection:
         options = self.options
         return ZMTPConnection(
             self.socket_type,
-            self._make_mechanism(),
+            self._make_mechanism(accepted=accepted),
             routing_id=options.routing_id,
             metadata=options.metadata,
             maxmsgsize=options.maxmsgsize,
         )
 
-    def _make_mechanism(self) -> Mechanism:
+    def _make_mechanism(self, *, accepted: bool) -> Mechanism:
         """A fresh security mechanism for one connection, from the options.
 
         Raises:
@@ -780,7 +780,7 @@ class Socket(trio.abc.AsyncResource):
         """
         from ._mechanisms._select import make_mechanism
 
-        return make_mechanism(self.options)
+        return make_mechanism(self.options, accepted=accepted)
 
     async def authenticate(
         self, credentials: Credentials, *, address: str, routing_id: bytes

@@ -340,3 +340,37 @@ async def test_libzmq_zap_handler_judges_triomq_curve_clients_from_key_files(
                 assert await z(recv_with_user_id, pull) == (b"known key", client_public.decode())
     finally:
         zsockets.close()
+
+
+@pytest.mark.parametrize("triomq_binds", [True, False], ids=["triomq_binds", "libzmq_binds"])
+async def test_null_with_zap_and_an_authenticator_on_both_ends(
+    zap_ctx: zmq.Context[Any], zap: ThreadAuthenticator, triomq_binds: bool
+) -> None:
+    """libzmq asks its ZAP handler at once and sends READY after the reply;
+    triomq's dialer does the same, its acceptor waits for the peer's READY:
+    whichever binds, neither waits for the other."""
+    zap.allow("127.0.0.1")
+    asked: list[triomq.AuthRequest] = []
+
+    async def record(request: triomq.AuthRequest) -> str:
+        asked.append(request)
+        return "libzmq peer"
+
+    zsockets = ZSockets(zap_ctx)
+    try:
+        with trio.fail_after(TEST_TIMEOUT):
+            pull = zsockets.socket(zmq.PULL, zap_domain=b"global")
+            async with triomq.open_socket(triomq.PUSH, linger=0, authenticator=record) as push:
+                async with push.monitor() as events:
+                    if triomq_binds:
+                        endpoint = await push.bind("tcp://127.0.0.1:0")
+                        await z(pull.connect, endpoint)
+                    else:
+                        await push.connect(await z(zbind, pull))
+                    ok = await next_event(events, triomq.HandshakeSucceeded)
+                    assert ok.user_id == "libzmq peer"
+                    await push.send(b"both judged")
+                    assert await z(pull.recv) == b"both judged"
+        assert [request.mechanism for request in asked] == ["NULL"]
+    finally:
+        zsockets.close()

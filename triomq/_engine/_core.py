@@ -20,8 +20,9 @@ class SocketCore(Protocol):
     #: False for send-only sockets: received messages are discarded
     receives: bool
 
-    def make_connection(self) -> ZMTPConnection:
-        """A fresh ZMTP state machine with this socket's type, mechanism and options."""
+    def make_connection(self, *, accepted: bool) -> ZMTPConnection:
+        """A fresh ZMTP state machine with this socket's type, mechanism and options,
+        for a connection this socket *accepted* (or made)."""
 
     def emit(self, event: MonitorEvent) -> None:
         """Report a connection event to the socket's monitors (never blocks)."""

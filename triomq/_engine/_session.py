@@ -229,7 +229,7 @@ async def run_stream_session(
     try:
         set_buffers(stream, sndbuf=core.options.sndbuf, rcvbuf=core.options.rcvbuf)
         try:
-            conn = core.make_connection()
+            conn = core.make_connection(accepted=pipe is None)
             timeout = core.options.handshake_ivl
             with trio.fail_after(timeout if timeout else math.inf):
                 handshake = await _handshake(core, stream, conn, peer_address)

@@ -30,8 +30,11 @@ def check_security_options(options: SocketOptions) -> None:
     make_mechanism(options)
 
 
-def make_mechanism(options: SocketOptions) -> Mechanism:
+def make_mechanism(options: SocketOptions, *, accepted: bool = True) -> Mechanism:
     """A fresh mechanism for one connection, as the options say.
+
+    *accepted* says which side of the connection this is: NULL with an
+    authenticator asks it at a different time on each (see NullMechanism).
 
     Raises:
         ValueError: conflicting options, a missing or malformed key, a public key
@@ -65,7 +68,9 @@ def make_mechanism(options: SocketOptions) -> Mechanism:
             password=_credential("plain_password", options.plain_password),
             libzmq_error=True,
         )
-    return NullMechanism(as_server=authenticate, authenticate=authenticate)
+    return NullMechanism(
+        as_server=authenticate, authenticate=authenticate, ask_at_once=not accepted
+    )
 
 
 def _curve(options: SocketOptions, authenticate: bool) -> Mechanism:

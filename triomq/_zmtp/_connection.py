@@ -272,6 +272,9 @@ class ZMTPConnection:
         mech = self.mechanism
         if mech.status is MechanismStatus.READY:
             return self._handshake_done()
+        if mech.status is MechanismStatus.AWAITING_AUTH:
+            # asking before the peer's first command (NULL connecting with an authenticator)
+            return self._authentication_requested()
         while True:
             frame = self._decoder.next_frame()
             if frame is None:
@@ -292,11 +295,15 @@ class ZMTPConnection:
                 self._queue_command(cmd)
             status: MechanismStatus = mech.status  # (receive_command moves it on)
             if status is MechanismStatus.AWAITING_AUTH:
-                assert mech.credentials is not None
-                self.state = ConnectionState.AUTHENTICATING
-                return AuthenticationRequested(mech.credentials)
+                return self._authentication_requested()
             if status is MechanismStatus.READY:
                 return self._handshake_done()
+
+    def _authentication_requested(self) -> AuthenticationRequested:
+        credentials = self.mechanism.credentials
+        assert credentials is not None
+        self.state = ConnectionState.AUTHENTICATING
+        return AuthenticationRequested(credentials)
 
     def announced_routing_id(self) -> bytes:
         """The Identity the peer announced (b"" if none), looked up ignoring case
