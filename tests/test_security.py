@@ -659,6 +659,13 @@ async def test_null_mechanism_with_address_policy() -> None:
             "both CURVE and PLAIN",
         ),
         ({"plain_username": "u" * 256}, "plain_username is at most 255 bytes"),
+        # keys without a role: not a NULL socket that accepts anyone in clear text
+        ({"curve_secretkey": SERVER_SECRET}, "CURVE keys are set but no CURVE role"),
+        (
+            {"curve_secretkey": SERVER_SECRET, "curve_publickey": SERVER_PUBLIC},
+            "set curve_server=True for a server",
+        ),
+        ({"curve_publickey": CLIENT_PUBLIC}, "or curve_serverkey"),
         ({"authenticator": "allow everyone"}, "authenticator must be an async callable"),
     ],
 )
@@ -695,6 +702,14 @@ def test_metadata_is_copied_when_set() -> None:
     options = SocketOptions(metadata=metadata)
     metadata["Identity"] = b"admin"  # too late: the options hold their own copy
     assert list(options.metadata) == ["X-" + "a" * 253]
+
+
+async def test_curve_keys_without_a_role_fail_at_open_socket() -> None:
+    with pytest.raises(ValueError, match="CURVE keys are set but no CURVE role"):
+        async with triomq.open_socket(
+            triomq.PULL, curve_secretkey=SERVER_SECRET, curve_publickey=SERVER_PUBLIC
+        ):
+            raise AssertionError("a socket given CURVE keys opened without CURVE")
 
 
 def test_security_options_pick_the_mechanism() -> None:

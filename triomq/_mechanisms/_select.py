@@ -2,9 +2,10 @@
 
 libzmq's rules: ``curve_server=True`` makes a CURVE server, ``curve_serverkey``
 a CURVE client; ``plain_server=True`` a PLAIN server, ``plain_username`` (or
-``plain_password``) a PLAIN client; otherwise NULL. Keys are 32 raw bytes or 40
-characters of Z85 (bytes or str). Usernames and passwords are bytes or str
-(UTF-8), at most 255 bytes.
+``plain_password``) a PLAIN client; otherwise NULL. CURVE keys without a CURVE
+role are refused (libzmq would speak CURVE; NULL would let anyone in, in
+clear). Keys are 32 raw bytes or 40 characters of Z85 (bytes or str).
+Usernames and passwords are bytes or str (UTF-8), at most 255 bytes.
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ def make_mechanism(options: SocketOptions, *, accepted: bool = True) -> Mechanis
     )
     if curve and plain:
         raise ValueError("both CURVE and PLAIN options are set; a socket uses one mechanism")
+    if not curve and (options.curve_secretkey is not None or options.curve_publickey is not None):
+        # libzmq makes any socket given a CURVE key speak CURVE; quietly speaking
+        # NULL instead would accept anyone in clear text: fail closed
+        raise ValueError(
+            "CURVE keys are set but no CURVE role: set curve_server=True for a server, "
+            "or curve_serverkey (the server's public key) for a client"
+        )
     if curve:
         return _curve(options, authenticate)
     if plain:
