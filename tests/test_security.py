@@ -25,7 +25,8 @@ from triomq._mechanisms._curve import CurveMechanism
 from triomq._mechanisms._select import make_mechanism
 from triomq._options import SocketOptions
 from triomq._socket_type import SocketType
-from triomq._zmtp._connection import ZMTPConnection
+from triomq._zmtp._commands import encode_metadata
+from triomq._zmtp._connection import MAX_METADATA_SIZE, ZMTPConnection
 from triomq._zmtp._events import NEED_DATA, HandshakeComplete
 
 TIMEOUT = 10
@@ -695,6 +696,30 @@ async def test_bad_metadata_is_refused_when_set(
     with pytest.raises(error, match=message):
         async with triomq.open_socket(triomq.PULL, metadata=metadata):
             raise AssertionError("opened")
+
+
+async def test_the_largest_metadata_we_accept_passes_the_largest_handshake() -> None:
+    """Our metadata option is capped so that a peer with triomq's handshake
+    frame limit takes it, even in CURVE's INITIATE with a 255-byte routing id."""
+    overhead = len(encode_metadata({"X-Cert": b""}))
+    cert = b"c" * (MAX_METADATA_SIZE - overhead)
+    with pytest.raises(ValueError, match="more than"):
+        SocketOptions(metadata={"X-Cert": cert + b"c"})
+    with trio.fail_after(TIMEOUT):
+        async with triomq.open_socket(triomq.ROUTER, linger=0, **CURVE_SERVER) as router:
+            endpoint = await router.bind("tcp://127.0.0.1:0")
+            async with triomq.open_socket(
+                triomq.DEALER,
+                linger=0,
+                routing_id=b"r" * 255,
+                metadata={"X-Cert": cert},
+                **curve_client_options(),
+            ) as dealer:
+                await dealer.connect(endpoint)
+                await dealer.send(b"big handshake")
+                message, peer = await router.recv_multipart_with_peer()
+    assert message == [b"r" * 255, b"big handshake"]
+    assert peer is not None and peer.metadata["X-Cert"] == cert
 
 
 def test_metadata_is_copied_when_set() -> None:

@@ -15,7 +15,7 @@ from triomq._zmtp._commands import (
     encode_metadata,
     get_property,
 )
-from triomq._zmtp._connection import ConnectionState, ZMTPConnection
+from triomq._zmtp._connection import MAX_HANDSHAKE_FRAME, ConnectionState, ZMTPConnection
 from triomq._zmtp._events import (
     NEED_DATA,
     AuthenticationRequested,
@@ -251,6 +251,19 @@ def test_null_dialer_that_refuses_never_sends_ready() -> None:
     assert dialer.state is ConnectionState.CLOSED
     _, seen_acceptor = pump(dialer, acceptor)
     assert seen_acceptor == [PeerError("400")]
+
+
+def test_handshake_takes_large_metadata_and_refuses_larger_frames_at_their_header() -> None:
+    # libzmq puts its ZMQ_METADATA in READY, unlimited: a certificate or two fits
+    cert = b"c" * 60_000
+    a = ZMTPConnection(SocketType.PUSH, NullMechanism(), metadata={"X-Cert": cert})
+    b = ZMTPConnection(SocketType.PULL, NullMechanism())
+    _, (done,) = pump(a, b)
+    assert isinstance(done, HandshakeComplete) and done.peer_metadata["X-Cert"] == cert
+    c = ZMTPConnection(SocketType.PULL, NullMechanism())
+    c.receive_data(encode_greeting(b"NULL", False) + frame_header(MAX_HANDSHAKE_FRAME + 1, COMMAND))
+    with pytest.raises(RemoteProtocolError, match="exceeds the handshake's frame limit 65536"):
+        events(c)
 
 
 def test_incompatible_socket_types_refused() -> None:

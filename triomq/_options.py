@@ -8,6 +8,9 @@ from typing import Any
 import attrs
 from attrs import validators as v
 
+from ._zmtp._commands import encode_metadata
+from ._zmtp._connection import MAX_METADATA_SIZE
+
 _count = v.and_(v.instance_of(int), v.ge(0))
 #: bytes, -1 for the OS default, or None
 _buffer_size = v.optional(v.and_(v.instance_of(int), v.ge(-1)))
@@ -55,6 +58,10 @@ def _metadata(instance: object, attribute: Any, value: dict[str, bytes]) -> None
                 )
         if not isinstance(prop, bytes):
             raise TypeError(f"metadata value of {name!r} must be bytes, not {type(prop).__name__}")
+    size = len(encode_metadata(value))
+    if size > MAX_METADATA_SIZE:
+        # a peer would refuse our handshake (triomq at its handshake frame limit)
+        raise ValueError(f"metadata takes {size} bytes encoded, more than {MAX_METADATA_SIZE}")
 
 
 @attrs.frozen(kw_only=True)
@@ -82,8 +89,9 @@ class SocketOptions:
     routing_id: bytes = attrs.field(
         default=b"", converter=bytes, validator=v.and_(v.instance_of(bytes), _routing_id)
     )
-    #: extra metadata properties announced in the handshake (names like "X-...")
-    #: (copied when set, so that the checked dict is the one used)
+    #: extra metadata properties announced in the handshake (names like "X-...";
+    #: at most 63 KiB encoded, see _zmtp._connection.MAX_METADATA_SIZE). Copied
+    #: when set, so that the checked dict is the one used
     metadata: dict[str, bytes] = attrs.field(factory=dict, converter=dict, validator=_metadata)
     #: with ``tcp://*``, listen on IPv6 as well as IPv4
     ipv6: bool = False

@@ -374,3 +374,29 @@ async def test_null_with_zap_and_an_authenticator_on_both_ends(
         assert [request.mechanism for request in asked] == ["NULL"]
     finally:
         zsockets.close()
+
+
+@pytest.mark.parametrize("curve", [False, True], ids=["null", "curve"])
+async def test_libzmq_peer_with_large_metadata_is_taken(zs: ZSockets, curve: bool) -> None:
+    """libzmq sends ZMQ_METADATA in READY (or INITIATE) without a size limit;
+    triomq took only 8 KiB handshake frames, and refused such peers."""
+    cert = b"c" * 9000
+    options: dict[str, Any] = {}
+    peer_options: dict[str, Any] = {}
+    if curve:
+        options = CURVE_SERVER
+        peer_options = {
+            "curve_serverkey": SERVER_PUBLIC,
+            "curve_publickey": CLIENT_PUBLIC,
+            "curve_secretkey": CLIENT_SECRET,
+        }
+    with trio.fail_after(TEST_TIMEOUT):
+        async with triomq.open_socket(triomq.PULL, linger=0, **options) as pull:
+            endpoint = await pull.bind("tcp://127.0.0.1:0")
+            push = zs.socket(zmq.PUSH, **peer_options)
+            push.setsockopt(zmq.METADATA, b"X-Cert:" + cert)
+            await z(push.connect, endpoint)
+            await z(push.send, b"with a certificate")
+            message, peer = await pull.recv_multipart_with_peer()
+    assert message == [b"with a certificate"]
+    assert peer is not None and peer.metadata["X-Cert"] == cert

@@ -58,8 +58,17 @@ _SENDS_IDENTITY = frozenset({SocketType.REQ, SocketType.DEALER, SocketType.ROUTE
 #: socket types that read subscriptions sent as messages (\x01topic / \x00topic)
 _READS_SUBSCRIPTIONS = frozenset({SocketType.PUB, SocketType.XPUB})
 
-#: frames allowed before the handshake completes, to stop a peer that floods it
-_MAX_HANDSHAKE_FRAME = 8192
+#: the largest frame taken before the handshake completes, checked on its header:
+#: what an unauthenticated peer can make us buffer. libzmq has no such limit
+#: (only maxmsgsize, unlimited by default), and its peers' READY/INITIATE carry
+#: their ZMQ_METADATA, certificates even: 8 KiB refused those. 64 KiB holds a
+#: few PEM certificates yet keeps a thousand half-open connections to 64 MiB,
+#: and is one read of the handshake's 64 KiB receives.
+MAX_HANDSHAKE_FRAME = 64 * 1024
+#: our own metadata option may take this much, encoded: the rest of the frame is
+#: left for Socket-Type, Identity (up to 255 bytes) and the command around them
+#: (CURVE's INITIATE adds 257 bytes), so that our peers, triomq or libzmq, take it
+MAX_METADATA_SIZE = MAX_HANDSHAKE_FRAME - 1024
 
 
 class ConnectionState(enum.Enum):
@@ -102,7 +111,8 @@ class ZMTPConnection:
             props["Identity"] = routing_id
         props.update(metadata or {})
         mechanism.metadata = props
-        self._decoder = FrameDecoder(_MAX_HANDSHAKE_FRAME)
+        self._decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)
+        self._decoder.limit_name = "the handshake's frame limit"
         self._out: list[Buffer] = [encode_greeting(mechanism.name, mechanism.as_server)]
         self._parts: list[bytes] = []
         self._msg_size = 0
@@ -331,6 +341,7 @@ class ZMTPConnection:
         self.peer_routing_id = routing_id
         self._encrypts = mech.encrypts
         self._decoder.max_frame_size = self._frame_limit()
+        self._decoder.limit_name = "maxmsgsize"
         self.state = ConnectionState.ACTIVE
         return HandshakeComplete(
             peer_socket_type=peer_type,

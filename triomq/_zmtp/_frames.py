@@ -151,6 +151,7 @@ class FrameDecoder:
         "_pos",
         "_ready",
         "_scratch",
+        "limit_name",
         "max_frame_size",
     )
 
@@ -169,6 +170,8 @@ class FrameDecoder:
         self._scratch: bytearray | None = None
         self._filled = -1
         self.max_frame_size = max_frame_size
+        #: what *max_frame_size* is, as a refusal names it
+        self.limit_name = "maxmsgsize"
 
     def feed(self, data: Buffer) -> None:
         """Add bytes received from the peer."""
@@ -319,7 +322,7 @@ class FrameDecoder:
             start = pos + 2
         limit = self.max_frame_size
         if limit is not None and size > limit:
-            raise RemoteProtocolError(f"frame of {size} bytes exceeds maxmsgsize {limit}")
+            raise RemoteProtocolError(f"frame of {size} bytes exceeds {self.limit_name} {limit}")
         end = start + size
         if len(buf) < end:
             self._wait_for(flags, start, end)
