@@ -860,3 +860,26 @@ async def test_key_file_names_that_are_not_utf8_give_valid_user_ids(tmp_path: Pa
                 message, peer = await pull.recv_multipart_with_peer()
     assert message == [b"hello"]
     assert peer is not None and peer.user_id == "caf\ufffd"
+
+
+def test_secret_key_file_is_private_whatever_was_there(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    # an old secret file readable by all keeps no such mode
+    (keys / "old.key_secret").write_text("stale\n")
+    os.chmod(keys / "old.key_secret", 0o644)
+    _, secret_path = auth.create_certificates(keys, "old")
+    assert os.stat(secret_path).st_mode & 0o777 == 0o600
+    assert auth.load_certificate(secret_path)[1] is not None
+    # a symlink planted where the secret goes is replaced, not written through
+    elsewhere = tmp_path / "elsewhere.txt"
+    (keys / "planted.key_secret").symlink_to(elsewhere)
+    _, secret_path = auth.create_certificates(keys, "planted")
+    assert not elsewhere.exists()
+    assert not secret_path.is_symlink() and os.stat(secret_path).st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in keys.iterdir()) == [
+        "old.key",
+        "old.key_secret",
+        "planted.key",
+        "planted.key_secret",
+    ]  # no temporary file left behind

@@ -46,6 +46,7 @@ import inspect
 import ipaddress
 import logging
 import os
+import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -357,10 +358,28 @@ def create_certificates(
     public_path = folder / f"{name}.key"
     secret_path = folder / f"{name}.key_secret"
     public_path.write_text(_certificate_text(_PUBLIC_BANNER, public, None, metadata or {}))
-    fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(_certificate_text(_SECRET_BANNER, public, secret, metadata or {}))
+    _write_private(secret_path, _certificate_text(_SECRET_BANNER, public, secret, metadata or {}))
     return public_path, secret_path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write *path* readable by its owner only, whatever was there before.
+
+    Opening *path* itself would keep an existing file's mode (0644, say) and
+    follow a symlink planted there. A fresh file in the same directory, made
+    with mode 0600 and never through a link, then renamed over *path*, has
+    neither problem (and a reader never sees it half written).
+    """
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(temporary, flags, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _key_value(line: str) -> bytes:
