@@ -737,6 +737,17 @@ async def test_curve_keys_without_a_role_fail_at_open_socket() -> None:
             raise AssertionError("a socket given CURVE keys opened without CURVE")
 
 
+def test_options_repr_leaves_the_secrets_out() -> None:
+    options = SocketOptions(
+        plain_username=b"alice", plain_password=b"hunter2", curve_secretkey=CLIENT_SECRET
+    )
+    text = repr(options)
+    assert "hunter2" not in text and CLIENT_SECRET.decode() not in text
+    assert "plain_password" not in text and "curve_secretkey" not in text
+    assert "plain_username=b'alice'" in text  # the rest is still shown
+    assert options.plain_password == b"hunter2"  # and still held
+
+
 def test_security_options_pick_the_mechanism() -> None:
     assert make_mechanism(SocketOptions()).name == b"NULL"
     assert make_mechanism(SocketOptions(plain_password=b"pw")).name == b"PLAIN"

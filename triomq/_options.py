@@ -136,10 +136,11 @@ class SocketOptions:
     # --- security
     plain_server: bool = False
     plain_username: bytes | None = None
-    plain_password: bytes | None = None
+    #: (secrets are left out of the repr, which ends up in logs)
+    plain_password: bytes | None = attrs.field(default=None, repr=False)
     curve_server: bool = False
     curve_publickey: bytes | str | None = None
-    curve_secretkey: bytes | str | None = None
+    curve_secretkey: bytes | str | None = attrs.field(default=None, repr=False)
     curve_serverkey: bytes | str | None = None
     zap_domain: str = ""
     #: an async callable judging each peer's handshake (see triomq.auth)
