@@ -605,6 +605,53 @@ async def test_null_dialer_with_an_authenticator_refuses_the_server() -> None:
             assert pull.statistics().pipes == 0
 
 
+@pytest.mark.parametrize(
+    ("options", "mechanism", "then", "kind"),
+    [
+        # a NULL peer with an authenticator may refuse either side: AUTH
+        ({}, b"NULL", command(b"ERROR", b"\x03400"), AUTH),
+        # a PLAIN client judges no one: its status code is no refusal of the server
+        (
+            {"plain_server": True, "authenticator": auth.passwords({"alice": "secret"})},
+            b"PLAIN",
+            command(b"ERROR", b"\x03400"),
+            triomq.FailureKind.PROTOCOL,
+        ),
+        # "closed" in a peer's text chooses nothing; a real hang-up is CLOSED
+        ({}, b"NULL", command(b"ERROR", b"\x06closed"), triomq.FailureKind.PROTOCOL),
+        ({}, b"NULL", b"", triomq.FailureKind.CLOSED),
+    ],
+)
+async def test_peer_error_kinds(
+    options: dict[str, Any], mechanism: bytes, then: bytes, kind: triomq.FailureKind
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with server(**options) as (_, endpoint, events):
+            stream = await open_raw(endpoint)
+            async with stream:
+                await stream.send_all(greeting(mechanism) + then)
+                if not then:
+                    await stream.send_eof()
+                failed = await next_event(events, triomq.HandshakeFailed)
+                assert failed.kind is kind
+
+
+async def test_peer_error_text_cannot_forge_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    forged = b"closed\nCRITICAL triomq: admin logged in"
+    caplog.set_level("INFO", logger="triomq")
+    with trio.fail_after(TIMEOUT):
+        async with server() as (_, endpoint, events):
+            stream = await open_raw(endpoint)
+            async with stream:
+                await stream.send_all(
+                    greeting(b"NULL") + command(b"ERROR", bytes((len(forged),)) + forged)
+                )
+                failed = await next_event(events, triomq.HandshakeFailed)
+    assert failed.reason.endswith(forged.decode())  # the event keeps the text as it came
+    (record,) = [r for r in caplog.records if "admin logged in" in r.getMessage()]
+    assert "\n" not in record.getMessage() and "\\nCRITICAL" in record.getMessage()
+
+
 async def test_null_mechanism_with_address_policy() -> None:
     with trio.fail_after(TIMEOUT):
         async with server(authenticator=auth.deny_addresses("127.0.0.0/8")) as (

@@ -133,6 +133,15 @@ class PongCommand:
     context: bytes
 
 
+class _PeerClosed(HandshakeError):
+    """The peer hung up during the handshake (a FailureKind.CLOSED failure): a kind
+    carried by the exception, not read from its text, which may be the peer's."""
+
+
+#: ZAP status codes, which a peer sends in ERROR when its authenticator refuses us
+_ZAP_REFUSALS = ("300", "400", "500")
+
+
 class _SessionEnded(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -149,6 +158,10 @@ async def _handshake(
     mech = conn.mechanism
     # a client of PLAIN or CURVE: the server judges us
     judged = not mech.as_server and mech.name in (b"PLAIN", b"CURVE")
+    # NULL has no roles: a peer with an authenticator may judge either side. A
+    # PLAIN or CURVE server is judged by no one: a status code from its client
+    # is no refusal of us
+    may_be_judged = judged or mech.name == b"NULL"
     received = 0
     try:
         if isinstance(stream, trio.SSLStream):
@@ -184,7 +197,7 @@ async def _handshake(
                         reason = reason or "denied"
                         raise AuthenticationError(f"authenticator refused the peer: {reason}")
                 elif isinstance(event, PeerError):
-                    if judged or event.reason in ("300", "400", "500"):
+                    if judged or (may_be_judged and event.reason in _ZAP_REFUSALS):
                         raise AuthenticationError(f"the peer refused us: ERROR {event.reason}")
                     raise HandshakeError(f"peer refused the handshake: {event.reason}")
                 elif isinstance(event, ConnectionClosed):
@@ -198,7 +211,7 @@ async def _handshake(
                             f"the server closed the connection during the {mech.name.decode()} "
                             f"handshake ({likely})"
                         )
-                    raise HandshakeError("peer closed the connection during the handshake")
+                    raise _PeerClosed("peer closed the connection during the handshake")
             out = conn.data_to_send()
             if out:
                 await stream.send_all(out)
@@ -209,7 +222,7 @@ async def _handshake(
         reason, refused = tls
         if not refused:
             reason += " during the handshake (did it refuse our certificate?)"
-            raise HandshakeError(reason) from exc
+            raise _PeerClosed(reason) from exc
         raise AuthenticationError(f"TLS handshake failed: {reason}") from exc
 
 
@@ -242,9 +255,7 @@ async def run_stream_session(
             return False
         except (ProtocolError, HandshakeError) as exc:
             await _send_error_quietly(stream, conn, str(exc))
-            kind = FailureKind.PROTOCOL
-            if isinstance(exc, HandshakeError) and "closed" in str(exc):
-                kind = FailureKind.CLOSED
+            kind = FailureKind.CLOSED if isinstance(exc, _PeerClosed) else FailureKind.PROTOCOL
             _handshake_failed(core, endpoint, peer_address, kind, str(exc))
             return False
         except _STREAM_ERRORS as exc:
@@ -287,7 +298,9 @@ async def run_stream_session(
             pipe.lost += session.unconfirmed()
         finally:
             core.pipe_disconnected(pipe)
-        logger.debug("%s: disconnected from %s: %s", endpoint, peer_address or "peer", reason)
+        # (reasons are logged with repr: they may quote a peer's ERROR text, which
+        # could hold newlines that forge log lines)
+        logger.debug("%s: disconnected from %s: %r", endpoint, peer_address or "peer", reason)
         core.emit(Disconnected(endpoint, peer_address, reason, pipe.lost - lost))
         return True
     finally:
@@ -297,7 +310,7 @@ async def run_stream_session(
 def _handshake_failed(
     core: SocketCore, endpoint: str, peer_address: str, kind: FailureKind, reason: str
 ) -> None:
-    logger.info("%s: handshake with %s failed (%s): %s", endpoint, peer_address or "peer", kind.value, reason)
+    logger.info("%s: handshake with %s failed (%s): %r", endpoint, peer_address or "peer", kind.value, reason)
     core.emit(HandshakeFailed(endpoint, peer_address, kind, reason))
 
 
