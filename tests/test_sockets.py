@@ -409,6 +409,33 @@ async def test_bind_errors() -> None:
                 await b.bind(bad)
 
 
+@pytest.mark.parametrize("host", ["a..b", "a" * 64 + ".example"])
+async def test_host_the_resolver_refuses_is_retried_not_fatal(host: str) -> None:
+    # getaddrinfo raises UnicodeError (a ValueError) for these: libzmq takes
+    # them at connect() and retries, as for a name that does not resolve
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PUSH, reconnect_ivl=0.01, linger=0) as push:
+            async with push.monitor() as events:
+                await push.connect(f"tcp://{host}:5555")
+                for _ in range(2):
+                    retried = await wait_for_event(events, triomq.ConnectRetried)
+                    assert isinstance(retried, triomq.ConnectRetried)
+                    assert "cannot resolve" in retried.reason
+            assert push.statistics().pipes == 1  # the socket lives on
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["tcp://a..b:0", "tcp://" + "a" * 64 + ".example:0", "ipc:///tmp/a\x00b"]
+)
+async def test_bind_to_a_name_the_resolver_refuses_is_an_endpoint_error(endpoint: str) -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL) as pull, pull.monitor() as events:
+            with pytest.raises(triomq.EndpointError, match="cannot bind"):
+                await pull.bind(endpoint)
+            failed = await wait_for_event(events, triomq.BindFailed)
+            assert failed.endpoint == endpoint
+
+
 async def test_tcp_wildcard_ipv6_and_abstract_ipc() -> None:
     with trio.fail_after(10):
         async with triomq.open_socket(triomq.PULL) as pull, triomq.open_socket(triomq.PUSH) as push:

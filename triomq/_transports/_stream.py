@@ -102,16 +102,25 @@ async def open_stream(
     """Connect to *endpoint*.
 
     Raises:
-        OSError: the connection failed (the dialer retries).
+        OSError: the connection failed (the dialer retries), including a host
+            name or path the resolver or the kernel refuses outright.
     """
-    if endpoint.scheme == "ipc":
-        return await trio.open_unix_socket(_ipc_address(endpoint.path))
     host = endpoint.host
-    if host == "*":
-        raise EndpointError("cannot connect to a wildcard address")
-    if endpoint.scheme == "tls":
-        check_ssl_context(ssl_context, server_side=False)
-    stream: trio.abc.Stream = await trio.open_tcp_stream(host, endpoint.port)
+    if endpoint.scheme != "ipc":
+        if host == "*":
+            raise EndpointError("cannot connect to a wildcard address")
+        if endpoint.scheme == "tls":
+            check_ssl_context(ssl_context, server_side=False)
+    try:
+        if endpoint.scheme == "ipc":
+            return await trio.open_unix_socket(_ipc_address(endpoint.path))
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, endpoint.port)
+    except ValueError as exc:
+        # An empty label or one over 63 characters ("a..b") fails in the idna
+        # codec (UnicodeError), a NUL byte in the socket call: ValueErrors, not
+        # OSErrors. libzmq takes such a name at connect() and retries it as one
+        # that does not resolve; so does the dialer, given an OSError.
+        raise OSError(f"cannot resolve {endpoint}: {exc}") from exc
     if endpoint.scheme == "tls":
         assert ssl_context is not None
         # The TLS handshake is left to the session, which runs it under the
@@ -182,8 +191,13 @@ async def listen(
         if endpoint.scheme == "ipc":
             return await _listen_ipc(endpoint, backlog)
         return await _listen_tcp(endpoint, backlog, ipv6, ssl_context)
-    except OSError as exc:
-        raise EndpointError(f"cannot bind {endpoint}: {exc.strerror or exc}") from exc
+    except EndpointError:
+        raise
+    except (OSError, ValueError) as exc:
+        # ValueError: a host name the idna codec refuses (UnicodeError), a NUL
+        # byte in an ipc path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise EndpointError(f"cannot bind {endpoint}: {reason}") from exc
 
 
 async def _listen_tcp(
