@@ -458,6 +458,21 @@ async def test_tcp_wildcard_ipv6_and_abstract_ipc() -> None:
             assert await pull.recv() == b"abstract"
 
 
+@pytest.mark.skipif(not stdlib_socket.has_ipv6, reason="no IPv6")
+async def test_tcp_wildcard_with_ipv6_is_dual_stack() -> None:
+    # libzmq clears IPV6_V6ONLY: IPv4 clients reach an ipv6=True tcp://* bind too
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL, ipv6=True) as pull:
+            ep = await pull.bind("tcp://*:0")
+            assert ep.startswith("tcp://[::]:")
+            port = ep.rsplit(":", 1)[1]
+            for host in ["127.0.0.1", "[::1]"]:
+                async with triomq.open_socket(triomq.PUSH) as push:
+                    await push.connect(f"tcp://{host}:{port}")
+                    await push.send(host.encode())
+                    assert await pull.recv() == host.encode()
+
+
 @pytest.mark.parametrize(
     "garbage",
     [

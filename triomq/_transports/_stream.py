@@ -204,11 +204,15 @@ async def _listen_tcp(
     endpoint: Endpoint, backlog: int, ipv6: bool, ssl_context: ssl.SSLContext | None
 ) -> BoundListener:
     host: str | None = endpoint.host
-    if host == "*":
-        host = "::" if ipv6 else "0.0.0.0"
-    elif host == "localhost":
-        host = "127.0.0.1"
-    listeners = await trio.open_tcp_listeners(endpoint.port, host=host, backlog=backlog)
+    listeners: list[trio.SocketListener]
+    if host == "*" and ipv6:
+        listeners = [await _listen_dual_stack(endpoint.port, backlog)]
+    else:
+        if host == "*":
+            host = "0.0.0.0"
+        elif host == "localhost":
+            host = "127.0.0.1"
+        listeners = await trio.open_tcp_listeners(endpoint.port, host=host, backlog=backlog)
     listener = listeners[0]
     sockname = listener.socket.getsockname()
     bound_host = endpoint.host if endpoint.host != "*" else sockname[0]
@@ -221,6 +225,36 @@ async def _listen_tcp(
         ]
         return BoundListener(wrapped, resolved)
     return BoundListener(list(listeners), resolved)
+
+
+async def _listen_dual_stack(port: int, backlog: int) -> trio.SocketListener:
+    """``tcp://*`` with ``ipv6=True``: one IPv6 socket that takes IPv4 clients too.
+
+    libzmq clears IPV6_V6ONLY on its wildcard socket, so IPv4 clients reach it
+    as ``::ffff:a.b.c.d``; trio.open_tcp_listeners would set it (IPv6 only).
+    A host without IPv6 listens on ``0.0.0.0`` instead, as libzmq falls back.
+    """
+    try:
+        sock = trio.socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_STREAM)
+    except OSError as exc:
+        logger.info("no IPv6 socket (%s): tcp://* listens on IPv4 only", exc)
+        return (await trio.open_tcp_listeners(port, host="0.0.0.0", backlog=backlog))[0]
+    try:
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+        sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 0)
+        try:
+            await sock.bind(("::", port))
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                raise
+            sock.close()
+            logger.info("cannot bind [::] (%s): tcp://* listens on IPv4 only", exc)
+            return (await trio.open_tcp_listeners(port, host="0.0.0.0", backlog=backlog))[0]
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
 
 
 async def _listen_ipc(endpoint: Endpoint, backlog: int) -> BoundListener:
