@@ -112,6 +112,60 @@ async def test_reconnect_backoff_grows_to_max() -> None:
         assert base <= delay <= base + 0.01
 
 
+@pytest.mark.parametrize("reconnect_ivl", [None, 0])
+@pytest.mark.parametrize("transport", ["tcp", "ipc"])
+async def test_without_reconnection_a_lost_peer_takes_its_connect_with_it(
+    transport: str, endpoint: str, reconnect_ivl: float | None
+) -> None:
+    # libzmq ends the endpoint when a connection ends and it may not reconnect
+    # (session_base.cpp, reconnect()); a pipe kept for it took every other
+    # message of a PUSH, and made close with the default linger wait forever
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL) as live, triomq.open_socket(
+            triomq.PUSH, reconnect_ivl=reconnect_ivl
+        ) as push:
+            live_ep = await live.bind(endpoint)
+            await push.connect(live_ep)
+            async with push.monitor() as events:
+                async with triomq.open_socket(triomq.PULL) as gone:
+                    gone_ep = await gone.bind(endpoint if transport == "tcp" else endpoint + "b")
+                    await push.connect(gone_ep)
+                    await push.wait_peers(2)
+                ended = await wait_for_event(events, triomq.Disconnected)
+                assert ended.endpoint == gone_ep
+            assert push.statistics().pipes == 1
+            with pytest.raises(triomq.EndpointError, match="not connected"):
+                await push.disconnect(gone_ep)
+            for i in range(10):
+                await push.send(b"%d" % i)
+            assert [await live.recv() for _ in range(10)] == [b"%d" % i for i in range(10)]
+        # (and the close, with linger None, did not wait for the gone peer)
+
+
+async def test_without_reconnection_a_lost_peers_queue_is_counted_lost() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(
+            triomq.PUSH, reconnect_ivl=None, sndhwm=4, sndbuf=65536
+        ) as push:
+            async with push.monitor() as events:
+                async with triomq.open_socket(triomq.PULL, rcvhwm=1, rcvbuf=65536) as pull:
+                    await push.connect(await pull.bind("tcp://127.0.0.1:0"))
+                    await push.wait_peers()
+                    # fill the kernel's buffers, then the queue: the reader never reads
+                    while push.statistics().queued_out < 4:
+                        with pytest.raises(trio.WouldBlock):
+                            while True:
+                                push.send_nowait(b"x" * 100_000)
+                        await trio.testing.wait_all_tasks_blocked()
+                    queued = push.statistics().queued_out
+                    await pull.aclose()
+                ended = await wait_for_event(events, triomq.Disconnected)
+                assert isinstance(ended, triomq.Disconnected)
+            stats = push.statistics()
+            assert (stats.pipes, stats.queued_out) == (0, 0)
+            assert stats.lost == ended.lost >= queued
+
+
 async def test_push_round_robins_over_peers(endpoint: str) -> None:
     with trio.fail_after(10):
         async with triomq.open_socket(triomq.PUSH) as push:
@@ -172,7 +226,7 @@ async def test_push_blocks_at_hwm_and_never_drops() -> None:
 async def test_push_over_tcp_blocks_when_peer_does_not_read() -> None:
     big = b"x" * (1 << 20)
     with trio.fail_after(20):
-        async with triomq.open_socket(triomq.PULL, rcvhwm=1) as pull:
+        async with triomq.open_socket(triomq.PULL, rcvhwm=1, rcvbuf=65536) as pull:
             ep = await pull.bind("tcp://127.0.0.1:0")
             async with triomq.open_socket(triomq.PUSH, sndhwm=1, linger=0) as push:
                 await push.connect(ep)
@@ -245,7 +299,7 @@ async def test_pair_connect_twice_is_an_error() -> None:
 
 async def test_cancelled_send_queues_nothing_and_cancelled_recv_consumes_nothing() -> None:
     with trio.fail_after(10):
-        async with triomq.open_socket(triomq.PULL, rcvhwm=1) as pull:
+        async with triomq.open_socket(triomq.PULL, rcvhwm=1, rcvbuf=65536) as pull:
             await pull.bind("inproc://cancel")
             async with triomq.open_socket(triomq.PUSH, sndhwm=1) as push:
                 # a cancelled recv with nothing to receive, then one with a message ready

@@ -53,6 +53,47 @@ async def test_reconnect_backoff_on_virtual_time(clock: trio.testing.MockClock) 
         assert gap == pytest.approx(delay, abs=0.1)
 
 
+@pytest.mark.parametrize("reconnect_ivl", [None, 0])
+async def test_no_reconnection_tries_once_and_never_spins(
+    clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, reconnect_ivl: float | None
+) -> None:
+    # libzmq reconnects only when reconnect_ivl > 0: 0 is "never", like -1
+    # (it made the dialer retry at once, forever, at 100% CPU)
+    from triomq._engine import _dialer
+
+    attempts = 0
+    failed = trio.Event()
+    real_open_stream = _dialer.open_stream
+
+    async def counting_open_stream(*args: object, **kwargs: object) -> trio.abc.Stream:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 2:  # a spinning dialer would starve the clock: stop it here
+            raise RuntimeError("the dialer retried with reconnection off")
+        try:
+            return await real_open_stream(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            failed.set()
+
+    monkeypatch.setattr(_dialer, "open_stream", counting_open_stream)
+    with trio.fail_after(3600):
+        async with triomq.open_socket(triomq.PUSH, reconnect_ivl=reconnect_ivl, linger=0) as push:
+            async with push.monitor() as events:
+                await push.connect(f"tcp://127.0.0.1:{closed_port()}")
+                await failed.wait()
+                await trio.sleep(600)  # virtual: ten minutes in which nothing may retry
+                assert attempts == 1
+                while True:
+                    try:
+                        event = events.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    assert not isinstance(event, triomq.ConnectRetried)
+            # libzmq leaves such a pipe waiting: messages still queue on it
+            push.send_nowait(b"queued")
+            assert push.statistics().queued_out == 1
+
+
 async def _silent_peer(listener: trio.SocketListener, socket_type: triomq.SocketType):  # type: ignore[no-untyped-def]
     """Accept one connection, complete the handshake, then never send again."""
     stream = await listener.accept()

@@ -77,7 +77,8 @@ class SocketOptions:
     rcvhwm: int = attrs.field(default=1000, validator=_count)
     #: how long closing waits for queued messages to be sent (None = until sent, 0 = drop)
     linger: float | None = attrs.field(default=None, validator=_seconds)
-    #: first reconnect delay (None = do not reconnect)
+    #: first reconnect delay (None or 0 = do not reconnect, as libzmq's -1 and 0:
+    #: a connection that was made and ends then takes its connect with it)
     reconnect_ivl: float | None = attrs.field(default=0.1, validator=_seconds)
     #: the largest reconnect delay with exponential backoff (0 = no backoff growth)
     reconnect_ivl_max: float = attrs.field(default=0.0, validator=_seconds_value)

@@ -899,13 +899,23 @@ class Socket(trio.abc.AsyncResource):
         pipe.terminating = True
         pipe.lost += pipe.outq.clear()
         self.pattern.disconnected(pipe)
-        if not pipe.inq:
+        if not pipe.inq or pipe not in self._pipes:
+            # (a pipe already dropped, by disconnect() say, is never read again)
             self.drop_pipe(pipe)
         else:
             # the application may still read what this peer sent, before anything
             # it sends over a new connection
             self.pattern.draining(pipe)
             self.wake_receivers()
+
+    def connect_ended(self, pipe: Pipe) -> None:
+        conn = self._connects.get(pipe.endpoint)
+        if conn is not None and conn.pipe is pipe:
+            del self._connects[pipe.endpoint]
+        if pipe in self._pipes and not pipe.terminating:
+            # the handshake failed, so the session never let the pipe go
+            pipe.persistent = False
+            self.pipe_disconnected(pipe)
 
     def _pipe_drained(self, pipe: Pipe) -> None:
         self.drop_pipe(pipe)

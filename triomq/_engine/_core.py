@@ -36,6 +36,10 @@ class SocketCore(Protocol):
     def pipe_disconnected(self, pipe: Pipe) -> None:
         """The connection behind *pipe* ended."""
 
+    def connect_ended(self, pipe: Pipe) -> None:
+        """The connection of a connect that does not reconnect ended: forget the
+        connect, and let *pipe* go (what it holds to send is lost)."""
+
     def pipe_subscription(self, pipe: Pipe, topic: bytes, subscribe: bool) -> None:
         """The peer on *pipe* subscribed or cancelled."""
 

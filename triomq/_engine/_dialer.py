@@ -38,9 +38,18 @@ async def run_dialer(
     *,
     task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Connect, run the session, and reconnect after it ends, until cancelled."""
+    """Connect, run the session, and reconnect after it ends, until cancelled.
+
+    With reconnection off (``reconnect_ivl`` None or 0: libzmq reconnects only
+    when its interval is > 0), a first attempt that fails leaves the pipe
+    waiting, with no retry; a connection that was made and ends takes the
+    connect with it (libzmq's session terminates its endpoint then,
+    session_base.cpp ``reconnect()``): its pipe is dropped, and what was
+    queued on it is lost.
+    """
     options = core.options
     name = str(endpoint)
+    reconnects = bool(options.reconnect_ivl)
     with trio.CancelScope() as scope:
         task_status.started(scope)
         delay = options.reconnect_ivl or 0.0
@@ -52,15 +61,24 @@ async def run_dialer(
             except (OSError, trio.BrokenResourceError) as exc:
                 reason = _describe(exc)
             else:
+                if not reconnects:
+                    # this connection is the pipe's last: when it ends, the session
+                    # treats the pipe as gone for good (queue lost, in Disconnected)
+                    pipe.persistent = False
                 core.emit(Connected(name))
                 ok = await run_stream_session(
                     core, stream, endpoint=name, peer_address=peer_address(stream), pipe=pipe
                 )
+                if not reconnects:
+                    logger.info("%s: connection ended; not reconnecting (reconnect_ivl=%s)",
+                                name, options.reconnect_ivl)
+                    core.connect_ended(pipe)
+                    return
                 reason = "disconnected" if ok else "handshake failed"
                 if ok:
                     delay = options.reconnect_ivl or 0.0
-            if options.reconnect_ivl is None:
-                logger.info("%s: not reconnecting (reconnect_ivl=None): %s", name, reason)
+            if not reconnects:
+                logger.info("%s: not retrying (reconnect_ivl=%s): %s", name, options.reconnect_ivl, reason)
                 await trio.sleep_forever()
             # jitter as libzmq: between the interval and twice it, for the first try
             wait = delay + rng.random() * min(delay, options.reconnect_ivl or 0.0)
