@@ -450,6 +450,41 @@ async def test_unbind_and_disconnect(transport: str) -> None:
         assert push.statistics().pipes == 0
 
 
+@pytest.mark.parametrize("transport", ["tcp", "ipc"])
+async def test_disconnect_writes_queued_messages_within_linger(endpoint: str) -> None:
+    # libzmq's zmq_disconnect ends the session with its linger: what was
+    # queued is still written (it used to be dropped at once)
+    count, size = 500, 20_000
+    with trio.fail_after(20):
+        async with triomq.open_socket(triomq.PULL, rcvhwm=0) as pull, triomq.open_socket(
+            triomq.PUSH, sndhwm=0
+        ) as push:
+            ep = await pull.bind(endpoint)
+            await push.connect(ep)
+            await push.wait_peers()
+            assert push.send_many_nowait([[b"x" * size]] * count) == count  # no checkpoint
+            await push.disconnect(ep)
+            stats = push.statistics()
+            assert (stats.pipes, stats.lost) == (0, 0)
+            for _ in range(count):
+                assert len(await pull.recv()) == size
+
+
+async def test_disconnect_with_linger_zero_drops_and_counts() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL, rcvhwm=1) as pull, triomq.open_socket(
+            triomq.PUSH, sndhwm=0, linger=0
+        ) as push:
+            ep = await pull.bind("tcp://127.0.0.1:0")
+            await push.connect(ep)
+            await push.wait_peers()
+            push.send_many_nowait([[b"x" * 50_000]] * 200)
+            await push.disconnect(ep)
+            stats = push.statistics()
+            assert stats.pipes == 0
+            assert stats.lost > 0
+
+
 async def test_bind_errors() -> None:
     async with triomq.open_socket(triomq.PULL) as a, triomq.open_socket(triomq.PULL) as b:
         ep = await a.bind("tcp://127.0.0.1:0")

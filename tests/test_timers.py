@@ -176,6 +176,29 @@ async def test_linger_on_virtual_time(clock: trio.testing.MockClock) -> None:
     assert push.statistics().lost == 1
 
 
+@pytest.mark.parametrize("linger", [7, None])
+async def test_disconnect_waits_at_most_linger(clock: trio.testing.MockClock, linger: float | None) -> None:
+    async with triomq.open_socket(triomq.PULL, rcvhwm=1, rcvbuf=65536) as pull:
+        ep = await pull.bind("tcp://127.0.0.1:0")
+        async with triomq.open_socket(triomq.PUSH, linger=linger, sndhwm=0, sndbuf=65536) as push:
+            await push.connect(ep)
+            await push.wait_peers()
+            push.send_many_nowait([[b"x" * 100_000]] * 200)  # far more than the buffers hold
+            start = trio.current_time()
+            with trio.move_on_after(20) as scope:  # the reader never reads
+                await push.disconnect(ep)
+            if linger is None:  # waits until cancelled, then drops all the same
+                assert scope.cancelled_caught
+                assert trio.current_time() - start == pytest.approx(20, abs=0.5)
+            else:
+                assert trio.current_time() - start == pytest.approx(7, abs=0.5)
+            stats = push.statistics()
+            assert stats.pipes == 0
+            assert stats.lost > 0
+            with pytest.raises(triomq.EndpointError):
+                await push.disconnect(ep)
+
+
 async def test_heartbeats_do_not_disturb_req_rep(clock: trio.testing.MockClock) -> None:
     async with triomq.open_socket(triomq.REP, heartbeat_ivl=1) as rep, triomq.open_socket(
         triomq.REQ, heartbeat_ivl=1, heartbeat_timeout=3

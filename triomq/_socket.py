@@ -175,6 +175,8 @@ class Socket(trio.abc.AsyncResource):
         self._sent = 0
         self._received = 0
         self._lost_detached = 0
+        #: disconnect() calls waiting for a pipe to be written out
+        self._flushing = 0
         self._swap_budget: SwapBudget | None = None
         self._last_read = _LastRead()
         self._drops_reported = 0
@@ -281,7 +283,16 @@ class Socket(trio.abc.AsyncResource):
         self._connects[name] = _Connect(name, pipe, scope)
 
     async def disconnect(self, endpoint: str) -> None:
-        """Stop connecting to *endpoint*; its queued messages are dropped. A checkpoint.
+        """Stop connecting to *endpoint*.
+
+        As libzmq's ``zmq_disconnect``, whose session ends with its linger: with
+        ``linger`` not 0 and the peer connected, this waits (up to ``linger``)
+        until the messages queued for it are written; no new ones are queued
+        for it meanwhile. What is still queued after that (or at once, with
+        ``linger=0`` or no connection) is dropped, and counted as lost. Unlike
+        libzmq, the wait happens in this call rather than in the background:
+        when it returns, the connection is gone. Cancelling it stops the wait
+        and drops the rest. A checkpoint.
 
         Raises:
             EndpointError: the socket is not connected to *endpoint*.
@@ -291,12 +302,29 @@ class Socket(trio.abc.AsyncResource):
         conn = self._connects.pop(name, None)
         if conn is None:
             raise EndpointError(f"not connected to {endpoint}")
-        if conn.scope is not None:
+        pipe = conn.pipe
+        if conn.scope is None:
+            cancel_pending(self, pipe)
+            close_inproc_pipe(pipe)
+            self.drop_pipe(pipe)
+            return
+        try:
+            linger = self.options.linger
+            if linger != 0 and pipe.connected and not pipe.idle():
+                # no new messages for this peer; what it sent stays readable
+                pipe.terminating = True
+                pipe.on_drained = _stay  # dropped below, once written
+                self.pattern.disconnected(pipe)
+                self._flushing += 1
+                try:
+                    with trio.move_on_after(math.inf if linger is None else linger):
+                        while pipe.connected and not pipe.idle():
+                            await self._drain_lot.park()
+                finally:
+                    self._flushing -= 1
+        finally:
             conn.scope.cancel()
-        else:
-            cancel_pending(self, conn.pipe)
-            close_inproc_pipe(conn.pipe)
-        self.drop_pipe(conn.pipe)
+            self.drop_pipe(pipe)
 
     async def _bind_multicast(self, ep: Endpoint) -> str:
         # PUB/XPUB: a multicast sender; SUB/XSUB: a receiver (as with connect).
@@ -890,6 +918,8 @@ class Socket(trio.abc.AsyncResource):
     def pipe_disconnected(self, pipe: Pipe) -> None:
         was_connected = pipe.connected
         pipe.connected = False
+        if self._flushing:
+            self._drain_lot.unpark_all()  # a disconnect() waiting for this pipe stops
         # control items (subscriptions, pings) belong to the connection that ended
         pipe.outq.remove_if(lambda item: type(item) is not list)
         if pipe.persistent and not self._closed:
@@ -936,7 +966,7 @@ class Socket(trio.abc.AsyncResource):
         self.pattern.subscription(pipe, topic, subscribe)
 
     def pipe_flushed(self, pipe: Pipe) -> None:
-        if self._closing:
+        if self._closing or self._flushing:
             self._drain_lot.unpark_all()
 
     def initial_subscriptions(self) -> list[bytes]:
@@ -993,6 +1023,10 @@ def _to_message(frames: Iterable[_Frame]) -> Msg:
     if not msg:
         raise ValueError("a message has at least one frame")
     return msg
+
+
+def _stay(pipe: Pipe) -> None:
+    """A disconnecting pipe's ``on_drained``: disconnect() drops it itself."""
 
 
 async def _set_when_done(
