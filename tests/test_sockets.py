@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 import triomq
+from triomq._endpoint import parse_endpoint
 from triomq._zmtp._frames import encode_message
 from triomq._zmtp._greeting import encode_greeting
 
@@ -483,6 +484,28 @@ async def test_disconnect_with_linger_zero_drops_and_counts() -> None:
             stats = push.statistics()
             assert stats.pipes == 0
             assert stats.lost > 0
+
+
+async def test_connect_from_a_source_address() -> None:
+    # libzmq's tcp://source_host:port;host:port binds the connection to the source
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL) as pull, pull.monitor() as events:
+            ep = await pull.bind("tcp://127.0.0.1:0")
+            port = ep.rsplit(":", 1)[1]
+            target = f"tcp://127.0.0.2:*;127.0.0.1:{port}"
+            async with triomq.open_socket(triomq.PUSH) as push:
+                await push.connect(target)
+                accepted = await wait_for_event(events, triomq.Accepted)
+                assert isinstance(accepted, triomq.Accepted)
+                assert accepted.peer_address == "127.0.0.2"
+                await push.send(b"from .2")
+                assert await pull.recv() == b"from .2"
+                # the source is part of the endpoint's name, as given
+                await push.disconnect(target)
+                assert push.statistics().pipes == 0
+        for bad in ["tcp://127.0.0.2;127.0.0.1:5555", "tcp://127.0.0.2:x;127.0.0.1:5555"]:
+            with pytest.raises(triomq.EndpointError):
+                parse_endpoint(bad)
 
 
 async def test_bind_errors() -> None:

@@ -20,7 +20,8 @@ class Endpoint:
         port: for tcp/tls/epgm.
         path: for ipc (a leading ``@`` means Linux's abstract namespace) and inproc (the name).
         group: for epgm, the multicast group address.
-        source: for tcp, libzmq's ``tcp://source_host:port;host:port`` local address (or None).
+        source: for tcp and tls, libzmq's ``tcp://source_host:port;host:port`` local
+            address, as ``host:port`` (or None): the connection is made from it.
     """
 
     scheme: str
@@ -36,7 +37,8 @@ class Endpoint:
         if self.scheme == "epgm":
             return f"epgm://{self.host};{self.group}:{self.port}"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        source = f"{self.source};" if self.source is not None else ""
+        return f"{self.scheme}://{source}{host}:{self.port}"
 
 
 def _split_host_port(text: str, endpoint: str) -> tuple[str, int]:
@@ -90,5 +92,18 @@ def parse_endpoint(endpoint: str) -> Endpoint:
     source = None
     if ";" in rest:
         source, _, rest = rest.partition(";")
+        # libzmq wants host:port here too (port 0 or * for any)
+        source_host, source_port = _split_host_port(source, endpoint)
+        source = _source_text(source_host, source_port)
     host, port = _split_host_port(rest, endpoint)
     return Endpoint(scheme=scheme, host=host, port=port, source=source)
+
+
+def _source_text(host: str, port: int) -> str:
+    """The ``source`` of an endpoint, normalised (``*`` becomes 0)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def split_source(source: str) -> tuple[str, int]:
+    """An endpoint's ``source`` as (host, port)."""
+    return _split_host_port(source, source)

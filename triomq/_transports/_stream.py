@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 import trio
 
-from .._endpoint import Endpoint
+from .._endpoint import Endpoint, split_source
 from .._errors import EndpointError
 
 logger = logging.getLogger("triomq")
@@ -114,7 +114,11 @@ async def open_stream(
     try:
         if endpoint.scheme == "ipc":
             return await trio.open_unix_socket(_ipc_address(endpoint.path))
-        stream: trio.abc.Stream = await trio.open_tcp_stream(host, endpoint.port)
+        stream: trio.abc.Stream
+        if endpoint.source is not None:
+            stream = await _open_tcp_from(endpoint.source, host, endpoint.port)
+        else:
+            stream = await trio.open_tcp_stream(host, endpoint.port)
     except ValueError as exc:
         # An empty label or one over 63 characters ("a..b") fails in the idna
         # codec (UnicodeError), a NUL byte in the socket call: ValueErrors, not
@@ -129,6 +133,35 @@ async def open_stream(
             stream, ssl_context, server_hostname=tls_hostname or host, https_compatible=False
         )
     return stream
+
+
+async def _open_tcp_from(source: str, host: str, port: int) -> trio.SocketStream:
+    """Connect to (*host*, *port*) from the local address *source* (``host:port``,
+    port 0 for any), as libzmq does for ``tcp://source;host:port``: the socket is
+    bound to it before it connects. Each of *host*'s addresses is tried in turn
+    (no happy eyeballs: a source address has one family anyway).
+    """
+    source_host, source_port = split_source(source)
+    targets = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_STREAM)
+    error: OSError | None = None
+    for family, type_, proto, _, sockaddr in targets:
+        sock = trio.socket.socket(family, type_, proto)
+        try:
+            if source_port:
+                sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+            await sock.bind((source_host, source_port))
+            await sock.connect(sockaddr)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return trio.SocketStream(sock)
+    if error is None:  # pragma: no cover - getaddrinfo returns something or raises
+        error = OSError(f"no address for {host}")
+    raise error
 
 
 def check_ssl_context(ssl_context: object, *, server_side: bool) -> None:
@@ -216,7 +249,8 @@ async def _listen_tcp(
     listener = listeners[0]
     sockname = listener.socket.getsockname()
     bound_host = endpoint.host if endpoint.host != "*" else sockname[0]
-    resolved = attrs.evolve(endpoint, host=bound_host, port=sockname[1])
+    # (a source address means nothing to a bind: libzmq binds the host part)
+    resolved = attrs.evolve(endpoint, host=bound_host, port=sockname[1], source=None)
     if endpoint.scheme == "tls":
         assert ssl_context is not None  # checked by listen()
         # accept() returns at once; the TLS handshake runs in the session
