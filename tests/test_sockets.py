@@ -508,6 +508,35 @@ async def test_connect_from_a_source_address() -> None:
                 parse_endpoint(bad)
 
 
+class _TwoAddresses(trio.abc.HostnameResolver):
+    """Resolves every name to 127.0.0.2, then 127.0.0.1."""
+
+    async def getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):  # type: ignore[no-untyped-def]
+        return [
+            (stdlib_socket.AF_INET, stdlib_socket.SOCK_STREAM, 6, "", (ip, int(port)))
+            for ip in ("127.0.0.2", "127.0.0.1")
+        ]
+
+    async def getnameinfo(self, sockaddr, flags):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+
+async def test_bind_to_a_name_binds_its_first_address_only() -> None:
+    # as libzmq: trio.open_tcp_listeners bound each address, on its own port
+    # for *, and bind() reported one of them
+    trio.socket.set_custom_hostname_resolver(_TwoAddresses())
+    with trio.fail_after(10), stdlib_socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # the second address's port is busy...
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with triomq.open_socket(triomq.PULL) as pull, triomq.open_socket(triomq.PUSH) as push:
+            assert await pull.bind(f"tcp://multi:{port}") == f"tcp://multi:{port}"  # ...and unused
+            wild = await pull.bind("tcp://multi:*")
+            await push.connect(f"tcp://127.0.0.2:{wild.rsplit(':', 1)[1]}")
+            await push.send(b"first address")
+            assert await pull.recv() == b"first address"
+
+
 async def test_bind_errors() -> None:
     async with triomq.open_socket(triomq.PULL) as a, triomq.open_socket(triomq.PULL) as b:
         ep = await a.bind("tcp://127.0.0.1:0")

@@ -236,17 +236,16 @@ async def listen(
 async def _listen_tcp(
     endpoint: Endpoint, backlog: int, ipv6: bool, ssl_context: ssl.SSLContext | None
 ) -> BoundListener:
-    host: str | None = endpoint.host
-    listeners: list[trio.SocketListener]
+    host = endpoint.host
+    listener: trio.SocketListener | None = None
     if host == "*" and ipv6:
-        listeners = [await _listen_dual_stack(endpoint.port, backlog)]
-    else:
+        listener = await _listen_dual_stack(endpoint.port, backlog)
+    if listener is None:
         if host == "*":
             host = "0.0.0.0"
         elif host == "localhost":
             host = "127.0.0.1"
-        listeners = await trio.open_tcp_listeners(endpoint.port, host=host, backlog=backlog)
-    listener = listeners[0]
+        listener = await _listen_first(host, endpoint.port, backlog, ipv6)
     sockname = listener.socket.getsockname()
     bound_host = endpoint.host if endpoint.host != "*" else sockname[0]
     # (a source address means nothing to a bind: libzmq binds the host part)
@@ -254,36 +253,59 @@ async def _listen_tcp(
     if endpoint.scheme == "tls":
         assert ssl_context is not None  # checked by listen()
         # accept() returns at once; the TLS handshake runs in the session
-        wrapped: list[trio.abc.Listener[trio.abc.Stream]] = [
-            trio.SSLListener(each, ssl_context, https_compatible=False) for each in listeners
-        ]
-        return BoundListener(wrapped, resolved)
-    return BoundListener(list(listeners), resolved)
+        return BoundListener([trio.SSLListener(listener, ssl_context, https_compatible=False)], resolved)
+    return BoundListener([listener], resolved)
 
 
-async def _listen_dual_stack(port: int, backlog: int) -> trio.SocketListener:
+async def _listen_first(host: str, port: int, backlog: int, ipv6: bool) -> trio.SocketListener:
+    """Listen on the first address *host* resolves to, as libzmq does.
+
+    libzmq binds one address per bind. trio.open_tcp_listeners binds every
+    address of a name, each on its own port when the port is 0 (``*``), and
+    the endpoint could report only one of them. Without ``ipv6`` an IPv4
+    address comes first (libzmq resolves IPv4 only then; an IPv6 literal such
+    as ``[::1]`` is still taken).
+    """
+    infos = await trio.socket.getaddrinfo(
+        host, port, type=stdlib_socket.SOCK_STREAM, flags=stdlib_socket.AI_PASSIVE
+    )
+    if not ipv6:
+        infos.sort(key=lambda info: info[0] != stdlib_socket.AF_INET)  # (stable)
+    family, type_, proto, _, sockaddr = infos[0]
+    return await _listen_socket(family, type_, proto, sockaddr, backlog, v6only=True)
+
+
+async def _listen_dual_stack(port: int, backlog: int) -> trio.SocketListener | None:
     """``tcp://*`` with ``ipv6=True``: one IPv6 socket that takes IPv4 clients too.
 
     libzmq clears IPV6_V6ONLY on its wildcard socket, so IPv4 clients reach it
     as ``::ffff:a.b.c.d``; trio.open_tcp_listeners would set it (IPv6 only).
-    A host without IPv6 listens on ``0.0.0.0`` instead, as libzmq falls back.
+    None on a host without IPv6: the caller listens on ``0.0.0.0`` instead,
+    as libzmq falls back.
     """
     try:
-        sock = trio.socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_STREAM)
+        return await _listen_socket(
+            stdlib_socket.AF_INET6, stdlib_socket.SOCK_STREAM, 0, ("::", port), backlog, v6only=False
+        )
     except OSError as exc:
-        logger.info("no IPv6 socket (%s): tcp://* listens on IPv4 only", exc)
-        return (await trio.open_tcp_listeners(port, host="0.0.0.0", backlog=backlog))[0]
+        if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+            raise
+        logger.info("no IPv6 (%s): tcp://* listens on IPv4 only", exc)
+        return None
+
+
+async def _listen_socket(
+    family: int, type_: int, proto: int, sockaddr: Any, backlog: int, *, v6only: bool
+) -> trio.SocketListener:
+    """A listening socket, set up as trio.open_tcp_listeners does (SO_REUSEADDR,
+    so that a restarted server can bind at once) but for IPV6_V6ONLY, which is
+    the caller's choice."""
+    sock = trio.socket.socket(family, type_, proto)
     try:
         sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
-        sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 0)
-        try:
-            await sock.bind(("::", port))
-        except OSError as exc:
-            if exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-                raise
-            sock.close()
-            logger.info("cannot bind [::] (%s): tcp://* listens on IPv4 only", exc)
-            return (await trio.open_tcp_listeners(port, host="0.0.0.0", backlog=backlog))[0]
+        if family == stdlib_socket.AF_INET6:
+            sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, int(v6only))
+        await sock.bind(sockaddr)
         sock.listen(backlog)
     except BaseException:
         sock.close()
