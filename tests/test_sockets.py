@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import socket as stdlib_socket
 
 import pytest
@@ -535,6 +536,26 @@ async def test_bind_to_a_name_binds_its_first_address_only() -> None:
             await push.connect(f"tcp://127.0.0.2:{wild.rsplit(':', 1)[1]}")
             await push.send(b"first address")
             assert await pull.recv() == b"first address"
+
+
+async def test_binding_an_ipc_path_twice_then_unbind_closes_both(tmp_path: pathlib.Path) -> None:
+    # libzmq: the second bind replaces the socket file; unbind closes both
+    # listeners (the first one was left running, out of reach, until close)
+    ep = f"ipc://{tmp_path}/twice"
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL) as pull, pull.monitor() as events:
+            assert await pull.bind(ep) == ep
+            assert await pull.bind(ep) == ep
+            async with triomq.open_socket(triomq.PUSH) as push:
+                await push.connect(ep)
+                await push.send(b"to the second")
+                assert await pull.recv() == b"to the second"
+            await pull.unbind(ep)
+            closed = [await wait_for_event(events, triomq.Closed) for _ in range(2)]
+            assert [event.endpoint for event in closed] == [ep, ep]
+            assert not (tmp_path / "twice").exists()
+            with pytest.raises(triomq.EndpointError, match="not bound"):
+                await pull.unbind(ep)
 
 
 async def test_bind_errors() -> None:

@@ -128,6 +128,8 @@ class _Bind:
     endpoint: str
     scope: trio.CancelScope | None
     closed: trio.Event = attrs.field(factory=trio.Event)
+    #: earlier binds of the same ipc path on this socket, which unbind closes too
+    replaced: list[_Bind] = attrs.field(factory=list)
 
 
 @attrs.define(eq=False)
@@ -219,9 +221,18 @@ class Socket(trio.abc.AsyncResource):
         resolved = str(bound.endpoint)
         closed = trio.Event()
         scope = await self._nursery.start(run_acceptor, self, bound, closed)
-        self._binds[resolved] = _Bind(resolved, scope, closed)
+        new = _Bind(resolved, scope, closed)
+        old = self._binds.get(resolved)
+        if old is not None:
+            # An ipc path bound again (binding unlinked the first socket file and
+            # made a new one): libzmq keeps both listeners under the endpoint's
+            # name, and unbind closes both; so does this socket.
+            new.replaced = [old, *old.replaced]
+            for key in [k for k, v in self._binds.items() if v is old]:
+                self._binds[key] = new
+        self._binds[resolved] = new
         if endpoint != resolved:
-            self._binds.setdefault(endpoint, self._binds[resolved])
+            self._binds.setdefault(endpoint, new)
         self.emit(Listening(resolved))
         return resolved
 
@@ -245,8 +256,11 @@ class Socket(trio.abc.AsyncResource):
                 close_inproc_pipe(pipe)
                 self.pipe_disconnected(pipe)
         else:
-            bind.scope.cancel()
-            await bind.closed.wait()  # the address is free when unbind returns
+            for each in [bind, *bind.replaced]:
+                assert each.scope is not None
+                each.scope.cancel()
+            for each in [bind, *bind.replaced]:
+                await each.closed.wait()  # the address is free when unbind returns
 
     async def connect(self, endpoint: str) -> None:
         """Connect to *endpoint* in the background, and reconnect whenever the connection drops.
