@@ -558,6 +558,33 @@ async def test_binding_an_ipc_path_twice_then_unbind_closes_both(tmp_path: pathl
                 await pull.unbind(ep)
 
 
+async def test_inproc_disconnect_loses_only_what_no_binder_reads() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL) as pull, triomq.open_socket(triomq.PUSH) as push:
+            await pull.bind("inproc://disconnect-accounting")
+            await push.connect("inproc://disconnect-accounting")
+            for i in range(5):
+                await push.send(b"%d" % i)
+            await push.disconnect("inproc://disconnect-accounting")
+            # the binder still reads the shared queue: nothing was lost
+            assert [await pull.recv() for _ in range(5)] == [b"%d" % i for i in range(5)]
+            assert push.statistics().lost == 0
+            # a connect that never found its binder: its queue is lost
+            await push.connect("inproc://nobody-binds-this")
+            for i in range(3):
+                await push.send(b"%d" % i)
+            await push.disconnect("inproc://nobody-binds-this")
+            assert push.statistics().lost == 3
+            # a binder that refuses the connection: its queue is lost too
+            await push.connect("inproc://refuses")
+            for i in range(2):
+                await push.send(b"%d" % i)
+            async with triomq.open_socket(triomq.SUB) as sub:
+                await sub.bind("inproc://refuses")
+            assert push.statistics().lost == 5
+            assert push.statistics().pipes == 0
+
+
 async def test_bind_errors() -> None:
     async with triomq.open_socket(triomq.PULL) as a, triomq.open_socket(triomq.PULL) as b:
         ep = await a.bind("tcp://127.0.0.1:0")

@@ -319,6 +319,8 @@ class Socket(trio.abc.AsyncResource):
         pipe = conn.pipe
         if conn.scope is None:
             cancel_pending(self, pipe)
+            if not isinstance(pipe.link, InprocLink):
+                pipe.lost += pipe.outq.clear()  # never joined: no binder reads these
             close_inproc_pipe(pipe)
             self.drop_pipe(pipe)
             return
@@ -972,7 +974,10 @@ class Socket(trio.abc.AsyncResource):
         if pipe in self._pipes:
             self._pipes.discard(pipe)
             self.pattern.detach(pipe)
-            self._lost_detached += pipe.lost + len(pipe.outq)
+            # an inproc pipe's outgoing queue is its peer's incoming one, which the
+            # peer still reads (whoever drops one that never joined clears it first)
+            queued = 0 if pipe.hands_over else len(pipe.outq)
+            self._lost_detached += pipe.lost + queued
         pipe.terminating = True
         self._drain_lot.unpark_all()
 

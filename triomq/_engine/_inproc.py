@@ -131,7 +131,7 @@ def _join(conn_core: InprocCore, conn_pipe: Pipe, bind_core: InprocCore, name: s
         )
         bind_core.emit(HandshakeFailed(endpoint, "", FailureKind.PROTOCOL, refusal))
         conn_core.emit(HandshakeFailed(endpoint, "", FailureKind.PROTOCOL, refusal))
-        conn_core.drop_pipe(conn_pipe)
+        _refuse(conn_core, conn_pipe)
         return
     refusal = bind_core.pipe_connected(
         bind_pipe,
@@ -145,7 +145,7 @@ def _join(conn_core: InprocCore, conn_pipe: Pipe, bind_core: InprocCore, name: s
         if refusal is not None:
             bind_core.drop_pipe(bind_pipe)
     if refusal is not None:
-        conn_core.drop_pipe(conn_pipe)
+        _refuse(conn_core, conn_pipe)
         return
     # inproc connections are not re-established: once joined, a close ends them
     conn_pipe.persistent = False
@@ -161,6 +161,13 @@ def _join(conn_core: InprocCore, conn_pipe: Pipe, bind_core: InprocCore, name: s
     # the queues just grew (capacity is now sndhwm + rcvhwm): whoever waited for room has it
     conn_pipe.outq.on_writable()
     bind_pipe.outq.on_writable()
+
+
+def _refuse(conn_core: InprocCore, conn_pipe: Pipe) -> None:
+    """Drop a connecting pipe the binder refused: what it queued is lost (the
+    socket does not count an inproc pipe's queue, which its peer normally reads)."""
+    conn_pipe.lost += conn_pipe.outq.clear()
+    conn_core.drop_pipe(conn_pipe)
 
 
 def close_inproc_pipe(pipe: Pipe) -> None:
