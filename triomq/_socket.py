@@ -241,6 +241,9 @@ class Socket(trio.abc.AsyncResource):
         close the connections accepted through it. A checkpoint; when it returns,
         the address can be bound again.
 
+        For ``inproc://`` this differs from libzmq, which only forgets the name
+        and leaves the pairs already connected working (see "Coming from pyzmq").
+
         Raises:
             EndpointError: the socket is not bound to *endpoint*.
         """
