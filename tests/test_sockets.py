@@ -464,12 +464,17 @@ async def test_disconnect_writes_queued_messages_within_linger(endpoint: str) ->
             ep = await pull.bind(endpoint)
             await push.connect(ep)
             await push.wait_peers()
-            assert push.send_many_nowait([[b"x" * size]] * count) == count  # no checkpoint
-            await push.disconnect(ep)
-            stats = push.statistics()
-            assert (stats.pipes, stats.lost) == (0, 0)
-            for _ in range(count):
-                assert len(await pull.recv()) == size
+            async with push.monitor() as events:
+                assert push.send_many_nowait([[b"x" * size]] * count) == count  # no checkpoint
+                await push.disconnect(ep)  # returns at once: the writing goes on
+                with pytest.raises(triomq.EndpointError):
+                    await push.disconnect(ep)  # (forgotten already)
+                for _ in range(count):
+                    assert len(await pull.recv()) == size
+                event = await wait_for_event(events, triomq.Disconnected)
+                assert (event.reason, event.lost) == ("disconnect(): all written", 0)
+                stats = push.statistics()
+                assert (stats.pipes, stats.lost) == (0, 0)
 
 
 async def test_disconnect_with_linger_zero_drops_and_counts() -> None:

@@ -30,6 +30,7 @@ from ._engine._inproc import (
 )
 from ._engine._monitor import (
     BindFailed,
+    Disconnected,
     Listening,
     MessagesDropped,
     MonitorEvent,
@@ -300,16 +301,15 @@ class Socket(trio.abc.AsyncResource):
         self._connects[name] = _Connect(name, pipe, scope)
 
     async def disconnect(self, endpoint: str) -> None:
-        """Stop connecting to *endpoint*.
+        """Stop connecting to *endpoint*. A checkpoint.
 
-        As libzmq's ``zmq_disconnect``, whose session ends with its linger: with
-        ``linger`` not 0 and the peer connected, this waits (up to ``linger``)
-        until the messages queued for it are written; no new ones are queued
-        for it meanwhile. What is still queued after that (or at once, with
-        ``linger=0`` or no connection) is dropped, and counted as lost. Unlike
-        libzmq, the wait happens in this call rather than in the background:
-        when it returns, the connection is gone. Cancelling it stops the wait
-        and drops the rest. A checkpoint.
+        As libzmq's ``zmq_disconnect``: no new messages are queued for that
+        peer, and those already queued are still written, in the background
+        (a task of the socket), for up to ``linger``; then the connection ends,
+        what is left is dropped and counted as lost, and a
+        :class:`Disconnected` event says so. With ``linger=0``, or no
+        connection, they are dropped at once. Closing the socket ends the
+        background writing too (after its own linger).
 
         Raises:
             EndpointError: the socket is not connected to *endpoint*.
@@ -327,23 +327,31 @@ class Socket(trio.abc.AsyncResource):
             close_inproc_pipe(pipe)
             self.drop_pipe(pipe)
             return
+        linger = self.options.linger
+        if linger != 0 and pipe.connected and not pipe.idle() and not self._closing:
+            # no new messages for this peer; what it sent stays readable
+            pipe.terminating = True
+            pipe.on_drained = _stay  # dropped by the flush, once written
+            self.pattern.disconnected(pipe)
+            self._flushing += 1
+            self._nursery.start_soon(self._flush_and_drop, name, conn.scope, pipe, linger)
+            return
+        conn.scope.cancel()
+        self.drop_pipe(pipe)
+
+    async def _flush_and_drop(self, name: str, scope: trio.CancelScope, pipe: Pipe, linger: float | None) -> None:
+        """disconnect()'s background part: the session writes what is queued,
+        for up to *linger*; then it ends, and the pipe is dropped."""
         try:
-            linger = self.options.linger
-            if linger != 0 and pipe.connected and not pipe.idle():
-                # no new messages for this peer; what it sent stays readable
-                pipe.terminating = True
-                pipe.on_drained = _stay  # dropped below, once written
-                self.pattern.disconnected(pipe)
-                self._flushing += 1
-                try:
-                    with trio.move_on_after(math.inf if linger is None else linger):
-                        while pipe.connected and not pipe.idle():
-                            await self._drain_lot.park()
-                finally:
-                    self._flushing -= 1
+            with trio.move_on_after(math.inf if linger is None else linger) as waited:
+                while pipe.connected and not pipe.idle():
+                    await self._drain_lot.park()
         finally:
-            conn.scope.cancel()
+            self._flushing -= 1
+            scope.cancel()
             self.drop_pipe(pipe)
+        reason = "disconnect(): linger expired" if waited.cancelled_caught else "disconnect(): all written"
+        self.emit(Disconnected(name, "", reason, pipe.lost + len(pipe.outq)))
 
     async def _bind_multicast(self, ep: Endpoint) -> str:
         # PUB/XPUB: a multicast sender; SUB/XSUB: a receiver (as with connect).
