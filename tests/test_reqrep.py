@@ -95,6 +95,37 @@ async def test_router_duplicate_id_refused_unless_handover(transport: str, endpo
                             assert router.statistics().peers == 1
 
 
+async def test_router_handover_ends_the_old_connection(endpoint: str) -> None:
+    # as libzmq's router.cpp: the old pipe takes a generated id and is terminated;
+    # what it sent before the handover is still read (under that id), nothing is
+    # sent to it any more, and its peer sees the connection end
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.ROUTER, router_handover=True) as router:
+            ep = await router.bind(endpoint)
+            async with router.monitor() as events, triomq.open_socket(
+                triomq.DEALER, routing_id=b"same", reconnect_ivl=None
+            ) as first:
+                await first.connect(ep)
+                await first.send(b"one")
+                assert await router.recv_multipart() == [b"same", b"one"]
+                await first.send(b"sent before the handover")
+                async with first.monitor() as first_events:
+                    async with triomq.open_socket(triomq.DEALER, routing_id=b"same", linger=0) as second:
+                        await second.connect(ep)
+                        await second.send(b"two")
+                        if not endpoint.startswith("inproc"):  # (inproc hands over in connect)
+                            event = await wait_for_event(events, triomq.Disconnected)
+                            assert "handed over" in event.reason
+                            await wait_for_event(first_events, triomq.Disconnected)
+                        got = [await router.recv_multipart() for _ in range(2)]
+                        assert [b"same", b"two"] in got
+                        (old,) = [m for m in got if m != [b"same", b"two"]]
+                        assert old[0] != b"same" and old[1:] == [b"sent before the handover"]
+                        assert (router.statistics().peers, first.statistics().peers) == (1, 0)
+                        await router.send_multipart([b"same", b"for the newcomer"])
+                        assert await second.recv() == b"for the newcomer"
+
+
 async def test_dealer_round_robin_and_fair_queue(endpoint: str) -> None:
     with trio.fail_after(10):
         async with triomq.open_socket(triomq.DEALER) as dealer:

@@ -166,6 +166,7 @@ class Socket(trio.abc.AsyncResource):
         self._peers_lot = trio.lowlevel.ParkingLot()
         self.pattern.wake_receivers = self.wake_receivers
         self.pattern.wake_senders = self.wake_senders
+        self.pattern.close_pipe = self._close_pipe  # type: ignore[assignment]
         self._pipes: set[Pipe] = set()
         #: the engine whose connection a receiving task last read itself
         self._lender: Lender | None = None
@@ -964,6 +965,12 @@ class Socket(trio.abc.AsyncResource):
             # it sends over a new connection
             self.pattern.draining(pipe)
             self.wake_receivers()
+
+    def _close_pipe(self, pipe: Pipe, reason: str) -> None:
+        """End *pipe*'s connection from this side (the pattern asked: a ROUTER's
+        handover); what the peer sent before stays readable, as after any end."""
+        if pipe.link is not None:
+            pipe.link.close(pipe, reason)
 
     def connect_ended(self, pipe: Pipe) -> None:
         conn = self._connects.get(pipe.endpoint)

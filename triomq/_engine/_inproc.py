@@ -21,7 +21,7 @@ from .._errors import EndpointError
 from .._zmtp._events import HandshakeComplete
 from ._core import SocketCore
 from ._monitor import FailureKind, HandshakeFailed
-from ._pipe import Pipe
+from ._pipe import MessageQueue, Pipe
 
 
 class InprocCore(SocketCore, Protocol):
@@ -66,9 +66,20 @@ class InprocLink:
 
     peer_core: InprocCore
     peer_pipe: Pipe
+    #: the socket whose pipe this link is
+    core: InprocCore
 
     def send_subscription(self, pipe: Pipe, topic: bytes, subscribe: bool) -> None:
         self.peer_core.pipe_subscription(self.peer_pipe, topic, subscribe)
+
+    def close(self, pipe: Pipe, reason: str) -> None:
+        """End the pair from this side, which still reads what the peer sent:
+        the peer's pipe gives up the queue they share (it would count what is
+        in it as lost), then each side drops its pipe once read."""
+        peer_pipe = self.peer_pipe
+        peer_pipe.outq = MessageQueue(peer_pipe.outq.capacity)
+        close_inproc_pipe(pipe)
+        self.core.pipe_disconnected(pipe)
 
 
 def bind_inproc(core: InprocCore, name: str) -> None:
@@ -149,8 +160,8 @@ def _join(conn_core: InprocCore, conn_pipe: Pipe, bind_core: InprocCore, name: s
         return
     # inproc connections are not re-established: once joined, a close ends them
     conn_pipe.persistent = False
-    conn_pipe.link = InprocLink(bind_core, bind_pipe)
-    bind_pipe.link = InprocLink(conn_core, conn_pipe)
+    conn_pipe.link = InprocLink(bind_core, bind_pipe, conn_core)
+    bind_pipe.link = InprocLink(conn_core, conn_pipe, bind_core)
     for topic in conn_core.initial_subscriptions():
         bind_core.pipe_subscription(bind_pipe, topic, True)
     for topic in bind_core.initial_subscriptions():

@@ -155,6 +155,10 @@ class PipeLink(Protocol):
 
     def send_subscription(self, pipe: Pipe, topic: bytes, subscribe: bool) -> None: ...
 
+    def close(self, pipe: Pipe, reason: str) -> None:
+        """End *pipe*'s connection from this side, for *reason*; what the peer
+        sent before stays readable."""
+
 
 @attrs.define(eq=False, slots=True, repr=False)
 class Pipe:

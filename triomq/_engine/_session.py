@@ -390,6 +390,13 @@ class _Session:
     def send_subscription(self, pipe: Pipe, topic: bytes, subscribe: bool) -> None:
         pipe.outq.put(SubscriptionCommand(topic, subscribe))
 
+    def close(self, pipe: Pipe, reason: str) -> None:
+        """End the connection from this side (its pattern asked), for *reason*;
+        the session's end then goes through pipe_disconnected, as any other."""
+        self.reason = reason
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
     async def run(self) -> str:
         pipe = self.pipe
         pipe.outq.on_readable = self._writer_lot.unpark_all

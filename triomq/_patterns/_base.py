@@ -99,6 +99,9 @@ class Pattern(abc.ABC):
         self.wake_receivers: Callable[[], None] = _noop
         #: set by the socket: call when a waiting sender may now succeed
         self.wake_senders: Callable[[], None] = _noop
+        #: set by the socket: end a pipe's connection from this side (what its
+        #: peer sent before stays readable), with the reason it is given
+        self.close_pipe: Callable[[PipeLike, str], None] = lambda pipe, reason: None
         self._put_back: list[Msg] = []
 
     @abc.abstractmethod

@@ -273,9 +273,13 @@ class Router(Pattern):
         if old is not None and old is not pipe:
             if not self.options.router_handover:
                 return f"routing id {rid!r} is already in use"
-            # handover: the old connection keeps what it has, under a new id
+            # handover, as libzmq: the old connection ends; what it sent before
+            # is still read, under a new id, and nothing goes to it any more
             old.routing_id = self._generate_id()
             self._by_id[old.routing_id] = old
+            self._by_id[rid] = pipe
+            self.close_pipe(old, f"routing id {rid!r} handed over to a new connection")
+            return None
         self._by_id[rid] = pipe
         return None
 
