@@ -301,3 +301,13 @@ async def test_libzmq_dealer_with_a_zero_byte_id_to_triomq_router(peers: Any, tr
             assert await router.recv_multipart() == [b"\x00abc", b"hi"]
             await router.send_multipart([b"\x00abc", b"hello"])
             assert await peers.z(dealer.recv) == b"hello"
+
+
+async def test_triomq_dealer_with_a_zero_byte_id_to_libzmq_router(peers: Any, triomq_binds: bool) -> None:
+    """The routing_id option takes an id starting with a zero byte, as libzmq's does."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with peers.link(
+            triomq.DEALER, zmq.ROUTER, triomq_binds=triomq_binds, tri_options={"routing_id": b"\x00abc"}
+        ) as (dealer, router):
+            await dealer.send(b"hi")
+            assert await peers.z(router.recv_multipart) == [b"\x00abc", b"hi"]
