@@ -6,7 +6,9 @@ into the running nursery (hot-plugged, no restart), and one is killed
 abruptly by cancelling its scope. PUSH stops sending to the dead server and the
 survivors absorb its share; the summary accounts for every request.
 
-This is ``triomq demo --duration 3``; run ``triomq demo --help`` for more.
+This is ``triomq demo --duration 3 --servers 2 --max-servers 4 --rate 5000``;
+the scenario's code is triomq's own demo module (``triomq/_demo.py``, read it
+for the tasks), and ``triomq demo --help`` lists its settings.
 
     python examples/gateway.py
 """

@@ -34,7 +34,8 @@ async def weather_server(*, task_status: trio.TaskStatus[str] = trio.TASK_STATUS
 
 
 async def weather_client(endpoint: str, zipcode: int, updates: int = 20) -> None:
-    # subscribe before connecting: the subscription goes out with the handshake
+    # subscribe before connecting: the subscription goes out right after the
+    # handshake (what is published before it arrives is not for this client)
     async with triomq.open_socket(triomq.SUB, subscribe=[f"{zipcode} ".encode()]) as sub:
         await sub.connect(endpoint)
         temperatures = []

@@ -140,6 +140,10 @@ def test_no_command_is_a_usage_error() -> None:
         (["proxy", "nope", "tcp://*:1", "pub", "tcp://*:2"], "invalid choice"),
         (["req", "tcp://127.0.0.1:1", "--timeout", "-1"], "--timeout"),
         (["proxy", "pub", "tcp://127.0.0.1:0", "pub", "tcp://127.0.0.1:0"], "nothing to forward"),
+        (["pull", "-d", "", "tcp://127.0.0.1:1"], "empty delimiter"),
+        (["pull", "ipc://*"], "names no path"),
+        (["pull", "--bind", "tls://127.0.0.1:0"], "does not speak tls://"),
+        (["bench", "nonsense"], "no benchmark group 'nonsense'"),
     ],
 )
 def test_usage_errors(args: list[str], message: str) -> None:
@@ -155,6 +159,40 @@ def test_unreachable_peer_with_timeout() -> None:
     line = one_line_error(result)
     assert "no reply within 0.5s" in line and "cannot connect" in line
     assert time.monotonic() - started < 10
+
+
+def test_a_bound_req_without_a_peer_gives_up_after_its_timeout() -> None:
+    # the REQ waits to send, not for a reply: --timeout bounds that too
+    started = time.monotonic()
+    result = run("req", "--bind", "tcp://127.0.0.1:0", "--timeout", "0.5", stdin=b"hello\n")
+    assert result.returncode == 1
+    assert b"Traceback" not in result.stderr
+    assert "no peer to send to within 0.5s" in result.stderr.decode().splitlines()[-1]
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("command", [["keygen"], ["demo", "--duration", "2"]])
+def test_a_closed_stdout_ends_quietly(command: list[str]) -> None:
+    # (| head: the reader goes away; no traceback, exit 0)
+    proc = subprocess.Popen(
+        [*TRIOMQ, *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=ROOT
+    )
+    assert proc.stdout is not None
+    proc.stdout.read(10)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and b"Traceback" not in err, err
+
+
+def test_demo_interrupted_exits_130_without_a_traceback() -> None:
+    proc = subprocess.Popen(
+        [*TRIOMQ, "demo", "--duration", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=ROOT
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()  # (it is running: the gateway is listening)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and b"Traceback" not in err, err
 
 
 def test_cannot_bind_is_a_runtime_failure(zsock: Callable[[int], Any]) -> None:
@@ -479,6 +517,32 @@ def test_proxy_xsub_xpub_between_libzmq_peers(
     proc.communicate(timeout=10)
     assert proc.returncode == 0, proc.err()
     assert "messages forwarded" in proc.err()
+
+
+def test_proxy_with_a_sub_frontend_forwards_everything(
+    start: Callable[..., Proc], zsock: Callable[[int], Any]
+) -> None:
+    # a SUB frontend subscribes to every topic (it received nothing)
+    proc = start("proxy", "sub", "tcp://127.0.0.1:0", "pub", "tcp://127.0.0.1:0")
+    front, back = proc.bound_endpoints(2)
+    pub = zsock(zmq.PUB)
+    pub.connect(front)
+    sub = zsock(zmq.SUB)
+    sub.subscribe(b"")
+    sub.connect(back)
+    sub.rcvtimeo = 10
+    got = None
+    deadline = time.monotonic() + 10
+    while got is None and time.monotonic() < deadline:  # (slow joiners on both sides)
+        pub.send(b"anything")
+        try:
+            got = sub.recv()
+        except zmq.Again:
+            pass
+    assert got == b"anything"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=10)
+    assert proc.returncode == 0, proc.err()
 
 
 def test_bench_without_a_checkout(

@@ -145,6 +145,10 @@ def _add_security(p: argparse.ArgumentParser) -> None:
     )
 
 
+#: the groups of benchmarks/bench.py
+BENCH_GROUPS = ("throughput", "latency", "pubsub", "inproc", "curve")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -274,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         "groups",
         nargs="*",
         metavar="GROUP",
-        help="throughput, latency, pubsub, curve (default: all)",
+        help=f"{', '.join(BENCH_GROUPS)} (default: all)",
     )
     p.add_argument("--quick", action="store_true", help="smaller counts, one run per row")
     p.add_argument(
@@ -324,17 +328,22 @@ def _positive_float(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``triomq`` command with *argv* (default ``sys.argv[1:]``); return the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    handler: Callable[[argparse.Namespace], int]
     if args_list and args_list[0] == "demo":
         from ._demo import main as demo_main
 
-        return demo_main(args_list[1:])
-    parser = build_parser()
-    args = parser.parse_args(args_list)
-    if args.command is None:
-        parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: a command is needed (see {PROG} --help)", file=sys.stderr)
-        return EXIT_USAGE
-    handler: Callable[[argparse.Namespace], int] = args.handler
+        def handler(args: argparse.Namespace) -> int:
+            return demo_main(args_list[1:])
+
+        args = argparse.Namespace()
+    else:
+        parser = build_parser()
+        args = parser.parse_args(args_list)
+        if args.command is None:
+            parser.print_usage(sys.stderr)
+            print(f"{PROG}: error: a command is needed (see {PROG} --help)", file=sys.stderr)
+            return EXIT_USAGE
+        handler = args.handler
     try:
         return handler(args)
     except CliError as exc:
@@ -342,6 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()  # the reader of our stdout went away (| head): we are done
+        return EXIT_OK
+    except OSError as exc:  # writing our output failed (a full disk, say)
+        _error(exc.strerror or str(exc))
+        return EXIT_FAILURE
 
 
 def _silence_stdout() -> None:
@@ -474,6 +489,11 @@ def _resolve_endpoints(
             raise CliError(
                 f"cannot connect to a wildcard address or port: {raw} (use --bind)", EXIT_USAGE
             )
+        if ep.scheme == "ipc" and ep.path == "*":
+            raise CliError(f"ipc://* names no path: {raw} (give one, e.g. ipc:///tmp/feed)", EXIT_USAGE)
+        if ep.scheme == "tls":
+            # (the library takes an ssl.SSLContext, which the command has no way to set)
+            raise CliError(f"the command does not speak tls://: {raw} (use tcp:// with CURVE)", EXIT_USAGE)
         out.append((raw, bind))
     return out
 
@@ -702,6 +722,8 @@ def _cmd_cat(args: argparse.Namespace) -> int:
             0  # a REQ only leaves after its replies came: anything queued is a failure
         )
     delimiter = _unescape(args.delimiter) if args.delimiter is not None else None
+    if delimiter == b"":
+        raise CliError("an empty delimiter splits nothing, and would join frames invisibly", EXIT_USAGE)
     if name == "router" and delimiter is None and not args.binary:
         delimiter = b"\t"
     hex_first = name == "router" and not args.binary
@@ -844,7 +866,11 @@ async def _run_req(
         msg = await reader.read()
         if msg is None:
             return
-        await sock.send_multipart(msg)
+        # a REQ with no peer waits to send: --timeout bounds that wait too
+        with trio.move_on_after(args.timeout or float("inf")) as waited:
+            await sock.send_multipart(msg)
+        if waited.cancelled_caught:
+            run.fail(f"no peer to send to within {args.timeout:g}s at {_endpoints_text(args)}{status.explain()}")
         reply = await _recv_within(
             sock, args, run,
             lambda: f"reply within {args.timeout:g}s from {_endpoints_text(args)}{status.explain()}",
@@ -1069,6 +1095,9 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
                 raise CliError(
                     f"nothing to forward between {front_type.name} and {back_type.name}", EXIT_USAGE
                 )
+            for sock in (frontend, backend):
+                if sock.socket_type is SocketType.SUB:
+                    await sock.subscribe(b"")  # (a proxy forwards everything)
             await _attach(frontend, [front_ep], args)
             await _attach(backend, [back_ep], args)
             await _attach(capture, capture_ep, args)
@@ -1146,6 +1175,10 @@ class _Progress:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     module = _load_bench(BENCH_PATH)
+    unknown = [group for group in args.groups if group not in BENCH_GROUPS]
+    if unknown:
+        # (checked here: argparse's choices refuse an empty nargs="*" list in 3.11)
+        raise CliError(f"no benchmark group {unknown[0]!r} (groups: {', '.join(BENCH_GROUPS)})", EXIT_USAGE)
     argv = list(args.groups)
     if args.quick:
         argv.append("--quick")

@@ -16,7 +16,6 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable
 from typing import TextIO
 
 import attrs
@@ -70,11 +69,19 @@ async def run_demo(
     """Run the gateway scenario for *duration* seconds and return its summary."""
     if live is None:
         live = out.isatty()
-    endpoint = {
-        "tcp": "tcp://127.0.0.1:0",
-        "ipc": f"ipc://{tempfile.mkdtemp(prefix='triomq-demo-')}/gateway",
-        "inproc": f"inproc://gateway-{os.getpid()}",
-    }[transport]
+    if transport == "ipc":
+        # (the socket file goes with its directory, even if the run fails)
+        with tempfile.TemporaryDirectory(prefix="triomq-demo-") as directory:
+            return await _run_demo(
+                f"ipc://{directory}/gateway", duration, servers, max_servers, rate, out, live
+            )
+    endpoint = "tcp://127.0.0.1:0" if transport == "tcp" else f"inproc://gateway-{os.getpid()}"
+    return await _run_demo(endpoint, duration, servers, max_servers, rate, out, live)
+
+
+async def _run_demo(
+    endpoint: str, duration: float, servers: int, max_servers: int, rate: float, out: TextIO, live: bool
+) -> DemoSummary:
     game_servers: list[GameServer] = []
     say = _Printer(out, live)
     sent = 0
@@ -270,7 +277,7 @@ class _Printer:
         self.out.flush()
 
 
-def main(argv: list[str] | None = None, run: Callable[..., object] = trio.run) -> int:
+def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="triomq demo", description=__doc__.split("\n\n")[0])

@@ -131,7 +131,7 @@ class SocketOptions:
     xpub_verboser: bool = False
     xpub_manual: bool = False
     xpub_welcome_msg: bytes | None = None
-    #: SUB only: topics to subscribe to from the start
+    #: topics to subscribe to from the start (SUB only)
     subscribe: tuple[bytes, ...] = attrs.field(default=(), converter=tuple)
 
     # --- security
@@ -157,10 +157,10 @@ class SocketOptions:
     multicast_hops: int = attrs.field(default=0, validator=_count)
     multicast_loop: bool = True
     multicast_maxtpdu: int = attrs.field(default=1500, validator=_count)
-    #: receiver: NAK repeats before data is declared lost; None = libzmq's (2 without
+    #: on a receiver, NAK repeats before data is declared lost; None = libzmq's (2 without
     #: an NCF, 5 after one). Raise it on very lossy networks.
     multicast_nak_retries: int | None = attrs.field(default=None, validator=v.optional(_count))
-    #: testing seam: a triomq._pgm.FaultInjector that every datagram this socket
+    #: for tests, a triomq._pgm.FaultInjector that every datagram this socket
     #: sends goes through (drop, duplicate, delay, reorder)
     multicast_faults: Any = None
     #: the same for every datagram this socket receives

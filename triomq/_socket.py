@@ -747,7 +747,8 @@ class Socket(trio.abc.AsyncResource):
     async def wait_peers(self, count: int = 1) -> None:
         """Wait until at least *count* peers are connected (their handshakes done).
 
-        A checkpoint. Useful before publishing (the slow joiner) or in tests.
+        A checkpoint. Not a cure for PUB/SUB's slow joiner: a subscriber's
+        subscriptions arrive just after its handshake (see the pub/sub guide).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         while self._peer_count() < count:
@@ -759,7 +760,7 @@ class Socket(trio.abc.AsyncResource):
         return sum(1 for p in self._pipes if p.connected)
 
     def statistics(self) -> SocketStatistics:
-        """Counters for the socket as a whole (per-peer figures are in :attr:`pipes`)."""
+        """Counters for the socket as a whole (per-peer figures: :meth:`peer_statistics`)."""
         pipes = self._pipes
         return SocketStatistics(
             socket_type=self.socket_type,
