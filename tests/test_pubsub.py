@@ -37,6 +37,20 @@ def test_prefix_index_counts_and_matches() -> None:
     assert index.matches(b"anything") and not PrefixIndex().matches(b"x")
 
 
+def test_publisher_index_holds_a_key_once_per_prefix() -> None:
+    """A publisher's index (uncounted) holds a pipe once per prefix, as libzmq's
+    mtrie: a repeated subscribe changes nothing and one remove ends it."""
+    index = PrefixIndex(counted=False)
+    assert index.add(b"ab", "p1") == (True, True)
+    assert index.add(b"ab", "p1") == (False, False)
+    assert index.add(b"ab", "p2") == (True, False)
+    assert index.remove(b"ab", "p1") == (True, False)
+    assert index.match_keys(b"abc") == ("p2",)
+    assert index.remove(b"ab", "p1") == (False, False)  # not held
+    assert index.remove(b"ab", "p2") == (True, True)
+    assert not index
+
+
 class _CountedPipe:
     """A pipe with room for *room* messages, recording what a pattern queues."""
 
@@ -151,6 +165,39 @@ async def test_subscriptions_are_reference_counted() -> None:
             assert await xpub.recv() == b"\x01u"
             await sub.unsubscribe(b"t")
             assert await xpub.recv() == b"\x00t"
+
+
+@pytest.mark.parametrize("mode", ["default", "manual"])
+async def test_one_cancel_ends_a_repeated_subscription(mode: str) -> None:
+    """An XSUB forwards every subscribe but only the last unsubscribe (as
+    libzmq's): the publisher holds the topic once for that peer, so the single
+    CANCEL ends it (libzmq's mtrie), also when an xpub_manual application
+    mirrors every report."""
+    manual = mode == "manual"
+    with trio.fail_after(10):
+        async with (
+            triomq.open_socket(triomq.XPUB, xpub_manual=manual) as xpub,
+            triomq.open_socket(triomq.XSUB) as xsub,
+        ):
+            await xsub.connect(await xpub.bind("tcp://127.0.0.1:0"))
+            await xsub.wait_peers(1)
+            for msg in [b"\x01A", b"\x01A", b"\x00A", b"\x00A"]:
+                await xsub.send(msg)
+            expected = [b"\x01A", b"\x01A", b"\x00A"] if manual else [b"\x01A", b"\x00A"]
+            reports = []
+            for _ in expected:
+                reports.append(report := await xpub.recv())
+                if manual:  # the application grants each request as it reads it
+                    await (xpub.subscribe if report[:1] == b"\x01" else xpub.unsubscribe)(report[1:])
+            assert reports == expected
+            await xsub.send(b"\x01B")
+            assert await xpub.recv() == b"\x01B"
+            if manual:
+                await xpub.subscribe(b"B")
+            await xpub.send(b"A-late")  # nobody holds A any more
+            await xpub.send(b"B-msg")
+            # (in order on the one connection: A-late would have come first)
+            assert await xsub.recv() == b"B-msg"
 
 
 async def test_slow_joiner_misses_earlier_messages() -> None:

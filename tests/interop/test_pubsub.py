@@ -145,6 +145,26 @@ async def test_triomq_xpub_sees_libzmq_sub_subscriptions(peers: Any, triomq_bind
             assert await xpub.recv_multipart() == [b"\x00topic"]
 
 
+async def test_triomq_xpub_ends_a_libzmq_sub_subscription_made_twice(peers: Any, triomq_binds: bool) -> None:
+    """libzmq's SUB sends a SUBSCRIBE per subscribe but one CANCEL, at the last
+    unsubscribe: the triomq XPUB reports the topic gone and stops sending it."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with peers.link(triomq.XPUB, zmq.SUB, triomq_binds=triomq_binds) as (xpub, sub):
+            for _ in range(2):
+                await peers.z(sub.setsockopt, zmq.SUBSCRIBE, b"A")
+            assert await _recv_poking(peers, xpub, sub) == [b"\x01A"]
+            for _ in range(2):
+                await peers.z(sub.setsockopt, zmq.UNSUBSCRIBE, b"A")
+            assert await xpub.recv_multipart() == [b"\x00A"]
+            await peers.z(sub.setsockopt, zmq.SUBSCRIBE, b"B")
+            assert await xpub.recv_multipart() == [b"\x01B"]
+            await xpub.send_multipart([b"A-late", b"x"])
+            await xpub.send_multipart([b"B-msg", b"x"])
+            # (the SUB filters too: the XPUB's index is what let A-late through)
+            assert await peers.z(sub.recv_multipart) == [b"B-msg", b"x"]
+            assert xpub.pattern.index.match_keys(b"A-late") == ()  # type: ignore[attr-defined]
+
+
 async def test_triomq_xsub_to_libzmq_pub(peers: Any, triomq_binds: bool) -> None:
     """A triomq XSUB subscribes by sending b"\\x01topic"; a libzmq PUB then sends it
     only the matching messages."""

@@ -1,8 +1,11 @@
-"""Counted prefix subscriptions: the one filter both publishers and subscribers use.
+"""Prefix subscriptions: the one filter both publishers and subscribers use.
 
 A subscription is a byte prefix; a message matches if its first frame starts
-with any subscribed prefix. Subscriptions are counted, not idempotent: two
-subscribes need two unsubscribes (libzmq's mtrie does the same).
+with any subscribed prefix. A subscriber's own filter counts them: two
+subscribes need two unsubscribes (libzmq's trie in SUB/XSUB does the same). A
+publisher's index holds each subscriber at most once per prefix, as libzmq's
+mtrie does: a subscriber sends one SUBSCRIBE per subscribe call but only one
+CANCEL, at its last unsubscribe, and that one cancel must end it.
 
 Matching costs one dict lookup per distinct prefix *length*, whatever the
 number of subscriptions, because every prefix of one length is in one dict.
@@ -14,20 +17,28 @@ from collections.abc import Collection, Hashable, Iterable
 
 
 class PrefixIndex:
-    """Prefix -> {subscriber: count}. A subscriber is any hashable key (a pipe, or None)."""
+    """Prefix -> {subscriber: count}. A subscriber is any hashable key (a pipe, or None).
 
-    __slots__ = ("_by_len", "_lengths")
+    With ``counted=False`` a key holds a prefix at most once (its count stays 1):
+    adding it again changes nothing, and one remove ends it.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_by_len", "_counted", "_lengths")
+
+    def __init__(self, counted: bool = True) -> None:
         #: length -> {prefix: {subscriber: count}}
         self._by_len: dict[int, dict[bytes, dict[Hashable, int]]] = {}
         self._lengths: tuple[int, ...] = ()
+        self._counted = counted
 
     def __bool__(self) -> bool:
         return bool(self._lengths)
 
     def add(self, prefix: bytes, key: Hashable = None) -> tuple[bool, bool]:
-        """Count one subscription; returns (new for *key*, new for anyone)."""
+        """Count one subscription; returns (new for *key*, new for anyone).
+
+        Uncounted, a prefix *key* already holds gives (False, False) and changes nothing.
+        """
         n = len(prefix)
         table = self._by_len.get(n)
         if table is None:
@@ -38,13 +49,16 @@ class PrefixIndex:
             table[prefix] = {key: 1}
             return True, True
         count = subs.get(key, 0)
+        if count and not self._counted:
+            return False, False
         subs[key] = count + 1
         return count == 0, False
 
     def remove(self, prefix: bytes, key: Hashable = None) -> tuple[bool, bool]:
         """Uncount one subscription; returns (gone for *key*, gone for everyone).
 
-        Removing a subscription that does not exist does nothing: (False, False).
+        Removing a subscription that does not exist does nothing: (False, False)
+        (uncounted, that is the only way to get it: a key's prefix goes at once).
         """
         table = self._by_len.get(len(prefix))
         subs = table.get(prefix) if table is not None else None

@@ -1,7 +1,7 @@
 """PUB, SUB, XPUB and XSUB (RFC 29/PUBSUB).
 
-Publishers filter by prefix (one :class:`PrefixIndex` keyed by pipe) and never
-block: a subscriber whose pipe is at its HWM loses that message, which is
+Publishers filter by prefix (one :class:`PrefixIndex` keyed by pipe, holding a
+pipe once per prefix as libzmq's mtrie) and never block: a subscriber whose pipe is at its HWM loses that message, which is
 counted. Subscribers filter too, with the same index, so transports that
 cannot filter at the publisher (multicast) behave the same.
 """
@@ -29,7 +29,9 @@ class Pub(Pattern):
     def __init__(self, options: SocketOptions) -> None:
         super().__init__(options)
         self.pipes: list[PipeLike] = []
-        self.index = PrefixIndex()
+        # a pipe holds a topic once: a peer subscribes as often as its
+        # application does, but cancels once (libzmq's SUB and XSUB)
+        self.index = PrefixIndex(counted=False)
         #: messages dropped per pipe (at its HWM)
         self.dropped_by_pipe: dict[PipeLike, int] = {}
 
