@@ -6,6 +6,7 @@ import socket as stdlib_socket
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -436,6 +437,40 @@ async def test_proxy_devices(kind: str) -> None:
                 assert control.forwarded > 0
                 assert await tap.recv_multipart()  # the capture socket saw a copy
                 nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("stuck", ["paused", "no_peer", "full"])
+async def test_cancelled_proxy_puts_back_the_message_it_holds(stuck: str) -> None:
+    """Cancelling proxy() consumes nothing: the message it took from the
+    frontend, and could not queue on the backend (paused, no peer, at the
+    HWM), is the frontend's next message again, as libzmq's proxy loses
+    nothing at TERMINATE."""
+    with trio.fail_after(10):
+        async with (
+            triomq.open_socket(triomq.PULL) as front,
+            triomq.open_socket(triomq.PUSH, sndhwm=1) as back,
+            triomq.open_socket(triomq.PUSH) as src,
+            triomq.open_socket(triomq.PULL, rcvhwm=1) as sink,
+        ):
+            await front.bind(f"inproc://proxy-front-{stuck}")
+            await back.bind(f"inproc://proxy-back-{stuck}")
+            await src.connect(f"inproc://proxy-front-{stuck}")
+            if stuck != "no_peer":
+                await sink.connect(f"inproc://proxy-back-{stuck}")
+            control = triomq.ProxyControl()
+            first = 2 if stuck == "full" else 0  # (sndhwm 1 + rcvhwm 1 fit downstream)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: triomq.proxy(front, back, control=control))
+                await trio.testing.wait_all_tasks_blocked()  # waiting for a message
+                if stuck == "paused":
+                    control.pause()  # it takes the next one, then waits to go on
+                for i in range(first + 3):
+                    await src.send(b"m%d" % i)
+                await trio.testing.wait_all_tasks_blocked()  # parked, holding a message
+                nursery.cancel_scope.cancel()
+            assert control.forwarded == first
+            assert [await front.recv() for _ in range(3)] == [b"m%d" % i for i in range(first, first + 3)]
+            assert [await sink.recv() for _ in range(first)] == [b"m%d" % i for i in range(first)]
 
 
 async def test_inproc_subscribers_each_get_messages_of_their_own() -> None:

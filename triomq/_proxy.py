@@ -12,7 +12,8 @@ class ProxyControl:
 
     While paused, the proxy holds at most the message it already took from
     each direction; everything else waits in the sockets' queues (and their
-    HWMs push back on the peers, as in libzmq's PAUSE).
+    HWMs push back on the peers, as in libzmq's PAUSE). A message it holds
+    when cancelled goes back to its socket, unconsumed.
     """
 
     def __init__(self) -> None:
@@ -49,7 +50,13 @@ async def proxy(
     Each direction in which the first socket can receive and the second can
     send is forwarded (XSUB/XPUB: messages one way, subscriptions the other;
     ROUTER/DEALER: requests and replies; PULL/PUSH: one way). A copy of every
-    message goes to *capture* if given. Returns if either socket is closed.
+    message goes to *capture* if given, once the destination has taken it.
+    Returns if either socket is closed.
+
+    Cancelling it (its only way to stop, as libzmq's TERMINATE) loses nothing:
+    a message taken from a socket but not yet queued on the other (the proxy
+    was paused, or the destination had no room or no peer) is put back, and
+    is the first that socket's next receive returns.
     """
     control = control or ProxyControl()
     async with trio.open_nursery() as nursery:
@@ -70,10 +77,16 @@ async def _pump(
         while True:
             await control._wait_running()
             msg = await source.recv_multipart()
-            await control._wait_running()
-            if capture is not None:
-                await capture.send_multipart(msg)
-            await dest.send_multipart(msg)
+            try:
+                await control._wait_running()
+                await dest.send_multipart(msg)
+            except BaseException:
+                # cancelled (or the destination closed) before the message was
+                # queued: it goes back, unconsumed (a cancelled send queued nothing)
+                source._unreceive(msg)
+                raise
             control.forwarded += 1
+            if capture is not None:
+                await capture.send_multipart(msg)  # (each send queues a list of its own)
     except trio.ClosedResourceError:
         nursery.cancel_scope.cancel()

@@ -668,11 +668,15 @@ class Socket(trio.abc.AsyncResource):
 
     def _single(self, msg: Msg) -> bytes:
         if len(msg) != 1:
-            self.pattern.unrecv(msg)
-            self._received -= 1
-            self.wake_receivers()
+            self._unreceive(msg)
             raise StateError(f"recv() got a message of {len(msg)} frames; use recv_multipart()")
         return msg[0]
+
+    def _unreceive(self, msg: Msg) -> None:
+        """Undo the receive of *msg*: it is the next message received, as if never taken."""
+        self.pattern.unrecv(msg)
+        self._received -= 1
+        self.wake_receivers()
 
     def __aiter__(self) -> AsyncIterator[list[bytes]]:
         return self
