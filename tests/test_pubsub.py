@@ -19,7 +19,7 @@ from triomq._zmtp._connection import ZMTPConnection
 from triomq._zmtp._events import NEED_DATA, Message, Subscription
 from triomq._zmtp._frames import encode_message
 
-from .helpers import wait_subscribed
+from .helpers import wait_for_event, wait_subscribed
 
 
 def test_prefix_index_counts_and_matches() -> None:
@@ -322,6 +322,85 @@ async def test_xsub_sends_subscriptions_as_messages() -> None:
             assert await xsub.recv() == b"news again"
             await xsub.send(b"\x00news")
             assert await xpub.recv() == b"\x00news"
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ipc", "inproc"])
+async def test_xpub_hands_out_reports_and_messages_in_arrival_order(transport: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An XPUB's application gets a peer's subscription reports and the
+    messages it sent upstream in the order they came, as libzmq's XPUB (one
+    queue): a report is not served before the messages that arrived first."""
+    endpoint = {
+        "tcp": "tcp://127.0.0.1:0",
+        "ipc": f"ipc://{tmp_path}/order.ipc",
+        "inproc": "inproc://xpub-order",
+    }[transport]
+    sent = [[b"hello"], [b"\x01A"], [b"multi", b"part"], [b"\x00A"], [b"\x01B"], [b"tail"], [b""], [b"last"]]
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.XPUB) as xpub, triomq.open_socket(triomq.XSUB) as xsub:
+            await xsub.connect(await xpub.bind(endpoint))
+            await xsub.wait_peers(1)
+            for msg in sent:
+                await xsub.send_multipart(msg)
+            got = [await xpub.recv_multipart() for _ in sent]
+            assert got == sent
+            # a report names no peer; a message names the XSUB
+            await xsub.send(b"\x01C")
+            await xsub.send(b"data")
+            report, peer = await xpub.recv_multipart_with_peer()
+            assert (report, peer) == ([b"\x01C"], None)
+            data, peer = await xpub.recv_multipart_with_peer()
+            assert data == [b"data"] and peer is not None and peer.socket_type == "XSUB"
+
+
+@pytest.mark.parametrize("mode", ["default", "verboser", "manual"])
+async def test_xpub_reports_of_a_peer_that_left(mode: str) -> None:
+    """When a subscriber leaves, libzmq's XPUB reports a cancel for the topics
+    nobody else holds (default), every topic it held (xpub_verboser), or every
+    topic it asked for (xpub_manual, so a manual proxy can cancel upstream).
+    Reports not read yet when it leaves are kept, as libzmq keeps them."""
+    manual = mode == "manual"
+    options = {"default": {}, "verboser": {"xpub_verboser": True}, "manual": {"xpub_manual": True}}[mode]
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.XPUB, **options) as xpub, xpub.monitor() as events:
+            ep = await xpub.bind("tcp://127.0.0.1:0")
+            async with triomq.open_socket(triomq.SUB, subscribe=[b"A"]) as s2:
+                await s2.connect(ep)
+                assert await xpub.recv() == b"\x01A"
+                if manual:
+                    await xpub.subscribe(b"A")
+                async with triomq.open_socket(triomq.SUB) as s1:
+                    await s1.connect(ep)
+                    await s1.subscribe(b"A")
+                    await s1.subscribe(b"B")
+                    if manual:  # (asked, not granted)
+                        assert [await xpub.recv(), await xpub.recv()] == [b"\x01A", b"\x01B"]
+                    else:  # in place at the XPUB (its reports unread)
+                        await wait_subscribed(xpub, s1, b"B")
+                await wait_for_event(events, triomq.Disconnected)  # s1 left
+                expected = {
+                    "default": [b"\x01B", b"\x00B"],
+                    "verboser": [b"\x01A", b"\x01B", b"\x00A", b"\x00B"],
+                    "manual": [b"\x00A", b"\x00B"],
+                }[mode]
+                assert [await xpub.recv() for _ in expected] == expected
+                if manual:
+                    # mirroring a departed peer's report does nothing (libzmq ignores it too)
+                    await xpub.unsubscribe(b"A")
+                await xpub.send(b"A-still")  # s2 holds A still
+                assert await s2.recv() == b"A-still"
+
+
+async def test_xpub_reports_a_cancel_of_what_was_never_subscribed() -> None:
+    """libzmq's XPUB reports a peer's CANCEL of a topic it does not hold (its
+    mtrie's rm says "not found", which is not "others remain")."""
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.XPUB) as xpub:
+            ep = await xpub.bind("tcp://127.0.0.1:0")
+            stream, _conn, _ = await _raw_peer(int(ep.rsplit(":", 1)[1]), triomq.SUB, 0)
+            for msg in [b"\x01A", b"\x00never", b"\x00A", b"\x00A"]:
+                await stream.send_all(encode_message([msg]))
+            assert [await xpub.recv() for _ in range(4)] == [b"\x01A", b"\x00never", b"\x00A", b"\x00A"]
+            await stream.aclose()
 
 
 async def _raw_peer(port: int, socket_type: triomq.SocketType, minor: int):  # type: ignore[no-untyped-def]

@@ -694,7 +694,12 @@ class Socket(trio.abc.AsyncResource):
 
         Counted, as in libzmq: each subscribe needs its own unsubscribe. On an
         XPUB with ``xpub_manual=True``, subscribes the peer whose subscription
-        was received last. A checkpoint.
+        was received last (nothing, if that peer has left: the ``\x00topic``
+        reports of a peer leaving have none). A checkpoint.
+
+        Raises:
+            StateError: a socket that does not subscribe, or an ``xpub_manual``
+                XPUB that has received no subscription yet.
         """
         await trio.lowlevel.checkpoint()
         self._subscription(topic, True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 import zmq
 
@@ -279,3 +280,84 @@ async def test_triomq_sub_sends_subscribe_commands_to_zmtp31_pub(peers: Any, zmt
                 assert await zmtp.read_frame(stream) == (0x04, b"\x09SUBSCRIBEtopic")
                 await sub.unsubscribe(b"topic")
                 assert await zmtp.read_frame(stream) == (0x04, b"\x06CANCELtopic")
+
+
+# ---------------------------------------------------------------- XPUB reports, as libzmq's XPUB
+
+
+async def test_xpub_hands_out_libzmq_xsub_messages_and_reports_in_order(peers: Any) -> None:
+    """libzmq's XPUB keeps a peer's subscriptions and upstream messages in one
+    queue, in arrival order; triomq's XPUB hands them out the same way."""
+    sent = [[b"hello"], [b"\x01A"], [b"multi", b"part"], [b"\x00A"], [b"\x01B"], [b"tail"], [b""], [b"last"]]
+    with trio.fail_after(TEST_TIMEOUT):
+        zxpub = peers.zsocket(zmq.XPUB)
+        zxsub = peers.zsocket(zmq.XSUB)
+        await peers.z(zxsub.connect, await peers.z(peers.zbind, zxpub))
+        async with peers.link(triomq.XPUB, zmq.XSUB, triomq_binds=True) as (xpub, xsub):
+            for msg in sent:
+                await peers.z(xsub.send_multipart, msg)
+                await peers.z(zxsub.send_multipart, msg)
+            reference = [await peers.z(zxpub.recv_multipart) for _ in sent]
+            assert reference == sent
+            assert [await xpub.recv_multipart() for _ in sent] == reference
+
+
+@pytest.mark.parametrize("mode", ["default", "verboser", "manual"])
+async def test_xpub_reports_a_libzmq_sub_that_leaves_as_libzmq_does(peers: Any, mode: str) -> None:
+    """S2 holds A; S1 holds A and B, then closes. libzmq's XPUB then reports
+    the topics nobody holds any more (default), all S1 held (verboser), or all
+    S1 asked for (manual); triomq's reports the same, in the same order."""
+    zopts = {"default": {}, "verboser": {"XPUB_VERBOSER": 1}, "manual": {"XPUB_MANUAL": 1}}[mode]
+    topts = {"default": {}, "verboser": {"xpub_verboser": True}, "manual": {"xpub_manual": True}}[mode]
+    on_join, on_leave = (1, 1) if mode == "default" else (2, 2)
+
+    async def scenario(recv: Any, endpoint: str) -> list[list[bytes]]:
+        s2 = peers.zsocket(zmq.SUB)
+        await peers.z(s2.connect, endpoint)
+        await peers.z(s2.setsockopt, zmq.SUBSCRIBE, b"A")
+        got = [await recv()]
+        s1 = peers.zsocket(zmq.SUB)
+        await peers.z(s1.connect, endpoint)
+        await peers.z(s1.setsockopt, zmq.SUBSCRIBE, b"A")
+        await peers.z(s1.setsockopt, zmq.SUBSCRIBE, b"B")
+        got += [await recv() for _ in range(on_join)]
+        await peers.z(s1.close, 0)
+        got += [await recv() for _ in range(on_leave)]
+        return got
+
+    with trio.fail_after(TEST_TIMEOUT):
+        zxpub = peers.zsocket(zmq.XPUB, **zopts)
+        reference = await scenario(lambda: peers.z(zxpub.recv_multipart), await peers.z(peers.zbind, zxpub))
+        expected = {
+            "default": [[b"\x01A"], [b"\x01B"], [b"\x00B"]],
+            "verboser": [[b"\x01A"], [b"\x01A"], [b"\x01B"], [b"\x00A"], [b"\x00B"]],
+            "manual": [[b"\x01A"], [b"\x01A"], [b"\x01B"], [b"\x00A"], [b"\x00B"]],
+        }[mode]
+        assert reference == expected
+        async with triomq.open_socket(triomq.XPUB, linger=0, **topts) as xpub:
+            endpoint = await xpub.bind(peers.endpoint())
+            assert await scenario(xpub.recv_multipart, endpoint) == reference
+
+
+async def test_xpub_reports_a_cancel_of_a_topic_never_subscribed_as_libzmq(peers: Any, zmtp: Any) -> None:
+    """A raw ZMTP 3.1 SUB cancels a topic it never subscribed: libzmq's XPUB
+    reports it (its mtrie finds nothing, which is not "others remain"), and so
+    does triomq's. Both are sent the same bytes."""
+    wire = b"".join(zmtp.command(b"SUBSCRIBE" if sub else b"CANCEL", topic) for sub, topic in [
+        (True, b"A"), (False, b"never"), (False, b"A")
+    ])
+    expected = [[b"\x01A"], [b"\x00never"], [b"\x00A"]]
+
+    async def play(endpoint: str, recv: Any) -> list[list[bytes]]:
+        async with await zmtp.open_raw(endpoint) as stream:
+            await stream.send_all(zmtp.greeting(minor=1) + zmtp.ready(b"SUB"))
+            await zmtp.read_exactly(stream, 64)
+            await zmtp.read_frame(stream)  # READY
+            await stream.send_all(wire)
+            return [await recv() for _ in expected]
+
+    with trio.fail_after(TEST_TIMEOUT):
+        zxpub = peers.zsocket(zmq.XPUB)
+        assert await play(await peers.z(peers.zbind, zxpub), lambda: peers.z(zxpub.recv_multipart)) == expected
+        async with triomq.open_socket(triomq.XPUB, linger=0) as xpub:
+            assert await play(await xpub.bind(peers.endpoint()), xpub.recv_multipart) == expected

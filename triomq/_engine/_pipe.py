@@ -291,6 +291,13 @@ class Pipe:
             self.on_drained(self)
         return msgs
 
+    def take_all(self) -> list[Msg]:
+        return self.inq.get_batch(len(self.inq))
+
+    def mark_read(self) -> None:
+        if self.last_read is not None:
+            self.last_read.pipe = self
+
     def idle(self) -> bool:
         """Nothing waits to be written to the peer."""
         return not self.outq and not self.writing and not self.spool

@@ -54,6 +54,14 @@ class PipeLike(Protocol):
     def read_many(self, max_messages: int) -> list[Msg]:
         """Take up to *max_messages* waiting messages from the peer."""
 
+    def take_all(self) -> list[Msg]:
+        """Take every waiting message, for the pattern to hand out later (it
+        calls :meth:`mark_read` then); nothing else happens (a terminating
+        pipe is not dropped: the socket checks its queue itself)."""
+
+    def mark_read(self) -> None:
+        """The message the application gets now came from this pipe (its peer info)."""
+
     def send_subscription(self, topic: bytes, subscribe: bool) -> None:
         """Pass a subscription (or cancel) to the peer, bypassing the HWM."""
 

@@ -48,11 +48,8 @@ class Pub(Pattern):
         self._unsubscribe_all(pipe)
 
     def _unsubscribe_all(self, pipe: PipeLike) -> None:
-        for prefix in self.index.remove_key(pipe):
-            self.subscription_gone(prefix)
-
-    def subscription_gone(self, prefix: bytes) -> None:
-        """No pipe holds *prefix* any more (XPUB reports it)."""
+        """*pipe*'s peer is gone: forget its subscriptions."""
+        self.index.remove_key(pipe)
 
     def subscription(self, pipe: PipeLike, topic: bytes, subscribe: bool) -> None:
         if subscribe:
@@ -114,6 +111,11 @@ class XPub(Pub):
     unsubscriber are reported) unless ``xpub_verbose`` / ``xpub_verboser``.
     With ``xpub_manual`` the application decides: after receiving a
     subscription it calls ``subscribe``/``unsubscribe`` for the peer that sent it.
+
+    As in libzmq, the application gets a peer's reports and upstream messages
+    in the order they arrived, and a peer that leaves is reported as cancelling
+    the topics nobody else holds (default, ``xpub_verbose``), every topic it
+    held (``xpub_verboser``), or every topic it asked for (``xpub_manual``).
     """
 
     _fq: FairQueue
@@ -124,8 +126,18 @@ class XPub(Pub):
     def __init__(self, options: SocketOptions) -> None:
         super().__init__(options)
         self._fq = FairQueue()
-        self._pending: deque[tuple[Msg, PipeLike | None]] = deque()
+        #: for the application before the fair queue: (message, the pipe it
+        #: came from or None, True for a report). A report goes behind what its
+        #: pipe delivered before it (moved here from the pipe's queue), as
+        #: libzmq's one queue in arrival order. (That lifts the rcvhwm for a
+        #: peer that interleaves subscriptions and messages; libzmq's XPUB reads
+        #: its pipes without one.)
+        self._pending: deque[tuple[Msg, PipeLike | None, bool]] = deque()
+        #: xpub_manual: the peer of the last report read (None once it is gone)
         self._last_pipe: PipeLike | None = None
+        self._read_a_report = False
+        #: xpub_manual: what each peer asked for, cancelled for it when it leaves
+        self._asked = PrefixIndex(counted=False)
 
     def attach(self, pipe: PipeLike) -> bool:
         super().attach(pipe)
@@ -137,7 +149,11 @@ class XPub(Pub):
         self._fq.detach(pipe)
         if self._last_pipe is pipe:
             self._last_pipe = None
-        self._pending = deque((m, p) for m, p in self._pending if p is not pipe)
+        # its reports stay (libzmq's do): only the peer to apply them to is gone
+        if any(p is pipe and report for _, p, report in self._pending):
+            self._pending = deque(
+                (m, None if p is pipe and report else p, report) for m, p, report in self._pending
+            )
 
     def connected(self, pipe: PipeLike) -> str | None:
         welcome = self.options.xpub_welcome_msg
@@ -145,41 +161,76 @@ class XPub(Pub):
             pipe.write([welcome])
         return None
 
-    def subscription_gone(self, prefix: bytes) -> None:
-        if not self.options.xpub_manual:
-            self._report(b"\x00" + prefix, None)
+    def _unsubscribe_all(self, pipe: PipeLike) -> None:
+        options = self.options
+        if options.xpub_manual:
+            # libzmq reports what the peer asked for, whatever the application granted
+            gone = self._asked.prefixes(pipe)
+            self._asked.remove_key(pipe)
+            self.index.remove_key(pipe)
+        elif options.xpub_verboser:
+            gone = self.index.prefixes(pipe)
+            self.index.remove_key(pipe)
+        else:
+            gone = self.index.remove_key(pipe)
+        if gone:
+            self._take_delivered(pipe)
+            # (in libzmq's order: its trie's, which is the bytes' order)
+            self._pending.extend(([b"\x00" + prefix], None, True) for prefix in sorted(gone))
+            self.wake_receivers()
 
-    def _report(self, msg: bytes, pipe: PipeLike | None) -> None:
-        self._pending.append(([msg], pipe))
+    def _take_delivered(self, pipe: PipeLike) -> None:
+        """Move what *pipe* delivered so far to the pending queue, ahead of a report of it."""
+        if pipe.readable():
+            self._pending.extend((msg, pipe, False) for msg in pipe.take_all())
+
+    def _report(self, msg: bytes, pipe: PipeLike) -> None:
+        self._take_delivered(pipe)
+        self._pending.append(([msg], pipe, True))
         self.wake_receivers()
 
     def subscription(self, pipe: PipeLike, topic: bytes, subscribe: bool) -> None:
         options = self.options
         if options.xpub_manual:
+            if subscribe:
+                self._asked.add(topic, pipe)
+            else:
+                self._asked.remove(topic, pipe)
             self._report((b"\x01" if subscribe else b"\x00") + topic, pipe)
             return
         if subscribe:
             _, first = self.index.add(topic, pipe)
-            if first or options.xpub_verbose or options.xpub_verboser:
-                self._report(b"\x01" + topic, pipe)
+            notify = first or options.xpub_verbose or options.xpub_verboser
         else:
-            _, last = self.index.remove(topic, pipe)
-            if last or options.xpub_verboser:
-                self._report(b"\x00" + topic, pipe)
+            held, last = self.index.remove(topic, pipe)
+            # libzmq reports a cancel of what the peer did not hold too
+            notify = last or not held or options.xpub_verboser
+        if notify:
+            self._report((b"\x01" if subscribe else b"\x00") + topic, pipe)
 
     def recv_message(self) -> Msg | None:
         if self._pending:
-            msg, pipe = self._pending.popleft()
-            self._last_pipe = pipe
+            msg, pipe, report = self._pending.popleft()
+            if report:
+                self._last_pipe = pipe
+                self._read_a_report = True
+            elif pipe is not None:
+                pipe.mark_read()
             return msg
         got = self._fq.recv()
         return None if got is None else got[1]
 
     def manual_subscription(self, topic: bytes, subscribe: bool) -> None:
-        """xpub_manual: apply a subscription for the peer whose subscription was last received."""
+        """xpub_manual: apply a subscription for the peer whose subscription was last received.
+
+        Nothing happens if that peer is gone (its reports of leaving have no
+        peer), as in libzmq, so an application may mirror every report.
+        """
         pipe = self._last_pipe
         if pipe is None:
-            raise StateError("no subscriber to apply the subscription to")
+            if self._read_a_report:
+                return
+            raise StateError("no subscription received yet: no subscriber to apply it to")
         if subscribe:
             self.index.add(topic, pipe)
         else:
