@@ -403,6 +403,32 @@ async def test_xpub_reports_a_cancel_of_what_was_never_subscribed() -> None:
             await stream.aclose()
 
 
+async def test_subscribers_linger_0_by_default() -> None:
+    """SUB and XSUB default to linger 0, as libzmq's xsub.cpp sets it: an XSUB
+    whose upstream messages an XPUB does not read closes at once. Other types
+    keep None, and an explicit linger is kept."""
+    for kind, options, linger in [
+        (triomq.SUB, {}, 0),
+        (triomq.XSUB, {}, 0),
+        (triomq.XSUB, {"linger": 5.0}, 5.0),
+        (triomq.PUB, {}, None),
+        (triomq.XPUB, {}, None),
+    ]:
+        async with triomq.open_socket(kind, **options) as sock:
+            assert sock.options.linger == linger
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.XPUB, rcvhwm=1) as xpub:
+            ep = await xpub.bind("tcp://127.0.0.1:0")
+            async with triomq.open_socket(triomq.XSUB, sndhwm=1) as xsub:
+                await xsub.connect(ep)
+                await xsub.wait_peers(1)
+                # until the XPUB's queue and the kernel's buffers are full
+                while not xsub.statistics().queued_out:
+                    xsub.send_nowait(b"u" * 1_000_000)
+                    await trio.testing.wait_all_tasks_blocked()  # (its writer waits for room)
+            # (closing did not wait for it: we got here)
+
+
 async def _raw_peer(port: int, socket_type: triomq.SocketType, minor: int):  # type: ignore[no-untyped-def]
     """A ZMTP 3.<minor> peer built from the codec, over a plain trio stream."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)

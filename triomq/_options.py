@@ -75,7 +75,8 @@ class SocketOptions:
     sndhwm: int = attrs.field(default=1000, validator=_count)
     #: messages queued per incoming pipe before the reader stops reading (0 = unlimited)
     rcvhwm: int = attrs.field(default=1000, validator=_count)
-    #: how long closing waits for queued messages to be sent (None = until sent, 0 = drop)
+    #: how long closing waits for queued messages to be sent (None = until sent,
+    #: 0 = drop). Defaults to None, but to 0 for SUB and XSUB (as libzmq)
     linger: float | None = attrs.field(default=None, validator=_seconds)
     #: first reconnect delay (None or 0 = do not reconnect, as libzmq's -1 and 0:
     #: a connection that was made and ends then takes its connect with it)

@@ -1072,6 +1072,10 @@ def _to_message(frames: Iterable[_Frame]) -> Msg:
     return msg
 
 
+#: socket types whose linger defaults to 0, as libzmq's (xsub.cpp)
+_NO_LINGER = (SocketType.SUB, SocketType.XSUB)
+
+
 def _stay(pipe: Pipe) -> None:
     """A disconnecting pipe's ``on_drained``: disconnect() drops it itself."""
 
@@ -1110,11 +1114,15 @@ async def open_socket(socket_type: SocketType, **options: Any) -> AsyncIterator[
     The socket's connections run as tasks of a nursery the block owns. Leaving
     the block closes the socket, waiting up to ``linger`` seconds for queued
     messages to be sent (``None``, the default as in libzmq, waits until they
-    are; ``0`` drops them). An exception raised in the block comes out as itself,
+    are; ``0`` drops them; SUB and XSUB default to ``0``, as in libzmq). An exception raised in the block comes out as itself,
     not inside an ExceptionGroup.
     """
     if not isinstance(socket_type, SocketType):
         raise TypeError(f"socket_type must be a triomq.SocketType, not {socket_type!r}")
+    if socket_type in _NO_LINGER and "linger" not in options:
+        # libzmq's xsub_t sets linger 0: what a subscriber sends is
+        # subscriptions, which a closing socket need not deliver
+        options["linger"] = 0
     opts = SocketOptions(**options)
     sock: Socket | None = None
     try:
