@@ -7,7 +7,7 @@ import trio
 
 import triomq
 
-from .helpers import wait_for_event
+from .helpers import wait_for_event, wait_subscribed
 
 # (sender, receiver, options, what happens at the HWM)
 BLOCKING = [
@@ -75,6 +75,36 @@ async def test_dropping_types_drop_and_count_at_the_hwm(sender, receiver, option
                     event = await wait_for_event(events, triomq.MessagesDropped)
                     assert event.count >= 1
                     assert [(await rx.recv_multipart())[-1] for _ in range(7)] == [b"%d" % i for i in range(7)]
+
+
+@pytest.mark.parametrize("end", ["window", "close"])
+async def test_drop_events_add_up_to_the_dropped_count(end: str) -> None:
+    """MessagesDropped events come at most ten times a second, but the drops
+    of the rest of a tenth of a second are reported at its end (the publisher
+    may have gone quiet), or when the socket closes: the counts add up to
+    statistics().dropped."""
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.SUB, rcvhwm=1, subscribe=[b""]) as rx:
+            await rx.bind("inproc://drop-events")
+            async with triomq.open_socket(triomq.PUB, sndhwm=1) as tx, tx.monitor() as events:
+                await tx.connect("inproc://drop-events")
+                await tx.wait_peers()
+                await wait_subscribed(tx, rx)
+                for i in range(50):
+                    tx.send_nowait(b"%d" % i)  # 2 fit, the rest are dropped, in one burst
+                    if i == 10:
+                        tx.send_many_nowait([[b"batch"]] * 5)
+                dropped = tx.statistics().dropped
+                assert dropped >= 50 + 5 - 2
+                if end == "close":
+                    await tx.aclose()  # before the window ends
+                reported = 0
+                async for event in events:
+                    if isinstance(event, triomq.MessagesDropped):
+                        reported += event.count
+                        if end == "window" and reported >= dropped:
+                            break
+                assert reported == dropped == tx.statistics().dropped
 
 
 async def test_zero_means_unlimited() -> None:

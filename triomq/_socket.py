@@ -185,6 +185,8 @@ class Socket(trio.abc.AsyncResource):
         self._last_read = _LastRead()
         self._drops_reported = 0
         self._next_drop_report = -math.inf
+        #: a task will report the drops of the current window at its end
+        self._drop_report_due = False
 
     def __repr__(self) -> str:
         return f"<triomq.Socket {self.socket_type.name} pipes={len(self._pipes)}>"
@@ -389,15 +391,37 @@ class Socket(trio.abc.AsyncResource):
     # ------------------------------------------------------------------ sending
 
     def _report_drops(self) -> None:
-        """Publish HWM drops as MessagesDropped events, at most ten a second."""
-        dropped = self.pattern.dropped
-        if dropped == self._drops_reported:
+        """Publish HWM drops as MessagesDropped events, at most ten a second.
+
+        Drops within a tenth of a second of the last event are reported at its
+        end, by a timer task (one at a time), or when the socket closes: the
+        events add up to ``statistics().dropped``.
+        """
+        if self.pattern.dropped == self._drops_reported:
             return
         now = trio.current_time()
         if now >= self._next_drop_report:
+            self._emit_drops()
+            self._next_drop_report = now + _DROP_REPORT_IVL
+        elif not self._drop_report_due:
+            self._drop_report_due = True
+            self._nursery.start_soon(self._report_drops_later)
+
+    def _emit_drops(self) -> None:
+        dropped = self.pattern.dropped
+        if dropped != self._drops_reported:
             self.emit(MessagesDropped("", dropped - self._drops_reported))
             self._drops_reported = dropped
-            self._next_drop_report = now + 0.1
+
+    async def _report_drops_later(self) -> None:
+        """The drops of the current window, at its end (closing reports them if sooner)."""
+        try:
+            await trio.sleep_until(self._next_drop_report)
+        finally:
+            self._drop_report_due = False
+        if self.pattern.dropped != self._drops_reported:
+            self._emit_drops()
+            self._next_drop_report = trio.current_time() + _DROP_REPORT_IVL
 
     def _check_open(self) -> None:
         if self._closed:
@@ -818,6 +842,7 @@ class Socket(trio.abc.AsyncResource):
             self._send_lot.unpark_all()
             self.wake_receivers()
             self._peers_lot.unpark_all()
+            self._emit_drops()  # (what a timer task was to report)
             for channel in self._monitors:
                 channel.close()
             self._nursery.cancel_scope.cancel()
@@ -1071,6 +1096,9 @@ def _to_message(frames: Iterable[_Frame]) -> Msg:
         raise ValueError("a message has at least one frame")
     return msg
 
+
+#: MessagesDropped events come at most this often (seconds)
+_DROP_REPORT_IVL = 0.1
 
 #: socket types whose linger defaults to 0, as libzmq's (xsub.cpp)
 _NO_LINGER = (SocketType.SUB, SocketType.XSUB)

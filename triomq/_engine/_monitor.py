@@ -87,7 +87,12 @@ class Closed(MonitorEvent):
 
 @attrs.frozen
 class MessagesDropped(MonitorEvent):
-    """Messages were dropped at a high-water mark (PUB, ROUTER) since the last report."""
+    """Messages were dropped at a high-water mark (PUB, ROUTER) since the last report.
+
+    A socket reports its drops at most ten times a second (those of the rest
+    of a tenth of a second come at its end, or when the socket closes), so the
+    counts add up to ``statistics().dropped``.
+    """
 
     count: int
 
