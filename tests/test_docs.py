@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 
 import triomq
@@ -65,3 +67,17 @@ def test_examples_page_includes_every_example() -> None:
         p.name for p in (ROOT / "examples").glob("*.py") if f"../examples/{p.name}" not in page
     ]
     assert not missing, f"add these to docs/examples.rst: {missing}"
+
+
+def test_pyzmq_options_table_names_only_real_options() -> None:
+    """Every lower-case name in the triomq column of "Coming from pyzmq"'s
+    options table is a SocketOptions field (it listed one that had gone)."""
+    page = (DOCS / "pyzmq.rst").read_text()
+    table = page.split("\nOptions\n-------\n", 1)[1].split("\nErrors\n------\n", 1)[0]
+    # the triomq column: each row's second item and its continuation lines
+    column = re.findall(r"^     - (.*(?:\n       .*)*)", table, flags=re.MULTILINE)
+    names = {n for cell in column for n in re.findall(r"``([a-z][a-z0-9_]*)``", cell)}
+    names.discard("open_socket")  # (the column's heading)
+    assert len(names) > 30
+    unknown = sorted(names - set(attrs.fields_dict(triomq.SocketOptions)))
+    assert not unknown, f"docs/pyzmq.rst lists options that do not exist: {unknown}"
