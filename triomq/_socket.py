@@ -716,7 +716,9 @@ class Socket(trio.abc.AsyncResource):
     async def subscribe(self, topic: bytes | str = b"") -> None:
         """SUB/XSUB: receive messages whose first frame starts with *topic* (b"" = all).
 
-        Counted, as in libzmq: each subscribe needs its own unsubscribe. On an
+        Counted, as in libzmq: each subscribe needs its own unsubscribe, and
+        goes upstream (an ``xpub_verbose`` XPUB reports each), while only the
+        last unsubscribe does. On an
         XPUB with ``xpub_manual=True``, subscribes the peer whose subscription
         was received last (nothing, if that peer has left: the ``\x00topic``
         reports of a peer leaving have none). A checkpoint.

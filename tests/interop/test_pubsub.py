@@ -124,6 +124,23 @@ async def test_libzmq_xpub_sees_triomq_sub_subscriptions(peers: Any, triomq_bind
             assert await peers.z(xpub.recv_multipart) == [b"\x00topic"]
 
 
+async def test_libzmq_verbose_xpub_sees_each_subscribe_of_a_triomq_sub(peers: Any, triomq_binds: bool) -> None:
+    """As libzmq's SUB, a triomq SUB sends a SUBSCRIBE per subscribe() (an
+    XPUB_VERBOSE counts them) and a CANCEL only at the last unsubscribe()."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with peers.link(
+            triomq.SUB, zmq.XPUB, triomq_binds=triomq_binds, zmq_options={"XPUB_VERBOSE": 1}
+        ) as (sub, xpub):
+            await sub.subscribe(b"A")
+            await sub.subscribe(b"A")
+            assert [await peers.z(xpub.recv_multipart) for _ in range(2)] == [[b"\x01A"], [b"\x01A"]]
+            await sub.unsubscribe(b"A")
+            await sub.subscribe(b"B")  # (a marker: the unsubscribe sent nothing before it)
+            assert await peers.z(xpub.recv_multipart) == [b"\x01B"]
+            await sub.unsubscribe(b"A")
+            assert await peers.z(xpub.recv_multipart) == [b"\x00A"]
+
+
 async def test_libzmq_xpub_gets_existing_subscriptions_on_connect(peers: Any, triomq_binds: bool) -> None:
     """Subscriptions made before the connection are sent once it is up."""
     with trio.fail_after(TEST_TIMEOUT):

@@ -268,10 +268,11 @@ class Sub(Pattern):
         return list(self.filter.all_prefixes())
 
     def subscribe(self, topic: bytes) -> None:
-        _, first = self.filter.add(topic)
-        if first:
-            for pipe in self.pipes:
-                pipe.send_subscription(topic, True)
+        self.filter.add(topic)
+        # every one goes upstream, as libzmq's SUB sends them (an XPUB_VERBOSE
+        # counts them; a publisher holds the topic once per peer all the same)
+        for pipe in self.pipes:
+            pipe.send_subscription(topic, True)
 
     def unsubscribe(self, topic: bytes) -> None:
         _, last = self.filter.remove(topic)
