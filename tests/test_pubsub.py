@@ -429,6 +429,46 @@ async def test_subscribers_linger_0_by_default() -> None:
             # (closing did not wait for it: we got here)
 
 
+async def test_inproc_pub_discards_what_an_xsub_sends_upstream() -> None:
+    """A PUB reads and discards an XSUB's messages upstream, as libzmq's PUB:
+    over inproc they no longer pile up in the queue the two share until the
+    XSUB drops what it sends (also those queued before the PUB bound)."""
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PUB) as pub, triomq.open_socket(triomq.XSUB) as xsub:
+            await xsub.connect("inproc://pub-discards")
+            for i in range(10):
+                xsub.send_nowait(b"early %d" % i)  # queued: no PUB yet
+            await pub.bind("inproc://pub-discards")
+            await xsub.send(b"\x01")
+            await wait_subscribed(pub, xsub)
+            for i in range(3000):  # more than sndhwm + rcvhwm
+                xsub.send_nowait(b"upstream %d" % i)
+            assert pub.statistics().queued_in == 0
+            assert xsub.statistics().dropped == 0
+            await pub.send(b"down")  # the subscription is in place all the same
+            assert await xsub.recv() == b"down"
+
+
+async def test_connecting_xpub_welcomes_once() -> None:
+    """A connecting XPUB sends xpub_welcome_msg once, as libzmq writes it once
+    into the pipe it keeps across reconnects, not again on every reconnect."""
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.XPUB, xpub_welcome_msg=b"hi", reconnect_ivl=0.01) as xpub:
+            await xpub.connect(ep)
+            async with triomq.open_socket(triomq.SUB, subscribe=[b""]) as sub:
+                await sub.bind(ep)
+                assert await sub.recv() == b"hi"
+                assert await xpub.recv() == b"\x01"
+            async with triomq.open_socket(triomq.SUB, subscribe=[b""]) as sub:
+                await sub.bind(ep)
+                # the XPUB reconnected (the first peer's leaving is reported first)
+                while await xpub.recv() != b"\x01":
+                    pass
+                await xpub.send(b"after")
+                assert await sub.recv() == b"after"
+
+
 async def _raw_peer(port: int, socket_type: triomq.SocketType, minor: int):  # type: ignore[no-untyped-def]
     """A ZMTP 3.<minor> peer built from the codec, over a plain trio stream."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)

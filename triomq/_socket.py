@@ -945,7 +945,15 @@ class Socket(trio.abc.AsyncResource):
                 self.wake_senders()
 
             pipe.outq.on_writable = outq_writable
-        pipe.inq.on_readable = self.wake_receivers
+        if self.receives:
+            pipe.inq.on_readable = self.wake_receivers
+        else:
+            # a send-only socket discards what comes in, as libzmq's PUB reads
+            # and drops an XSUB's messages upstream (a connection's session
+            # does not queue them; an inproc peer writes to the queue itself)
+            inq = pipe.inq
+            inq.on_readable = inq.clear
+            inq.clear()
 
     def _attach(self, pipe: Pipe) -> bool:
         if not self.pattern.attach(pipe):

@@ -138,6 +138,8 @@ class XPub(Pub):
         self._read_a_report = False
         #: xpub_manual: what each peer asked for, cancelled for it when it leaves
         self._asked = PrefixIndex(counted=False)
+        #: the pipes given the xpub_welcome_msg
+        self._welcomed: set[PipeLike] = set()
 
     def attach(self, pipe: PipeLike) -> bool:
         super().attach(pipe)
@@ -147,6 +149,7 @@ class XPub(Pub):
     def detach(self, pipe: PipeLike) -> None:
         super().detach(pipe)
         self._fq.detach(pipe)
+        self._welcomed.discard(pipe)
         if self._last_pipe is pipe:
             self._last_pipe = None
         # its reports stay (libzmq's do): only the peer to apply them to is gone
@@ -157,7 +160,9 @@ class XPub(Pub):
 
     def connected(self, pipe: PipeLike) -> str | None:
         welcome = self.options.xpub_welcome_msg
-        if welcome is not None and pipe.writable():
+        # once per pipe, as libzmq: not again when a connecting XPUB reconnects
+        if welcome is not None and pipe not in self._welcomed and pipe.writable():
+            self._welcomed.add(pipe)
             pipe.write([welcome])
         return None
 
