@@ -469,6 +469,21 @@ async def test_connecting_xpub_welcomes_once() -> None:
                 assert await sub.recv() == b"after"
 
 
+async def test_connecting_xpub_forgets_subscriptions_across_a_reconnect() -> None:
+    """Documented difference from libzmq (docs/pyzmq.rst): a connecting XPUB
+    reports its peer's topics cancelled when the connection breaks, and
+    reports them again when the peer, back, subscribes again."""
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.XPUB, reconnect_ivl=0.01) as xpub:
+            await xpub.connect(ep)
+            for _ in range(2):
+                async with triomq.open_socket(triomq.SUB, subscribe=[b"A"]) as sub:
+                    await sub.bind(ep)
+                    assert await xpub.recv() == b"\x01A"
+                assert await xpub.recv() == b"\x00A"
+
+
 async def _raw_peer(port: int, socket_type: triomq.SocketType, minor: int):  # type: ignore[no-untyped-def]
     """A ZMTP 3.<minor> peer built from the codec, over a plain trio stream."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
