@@ -225,6 +225,162 @@ async def test_a_failed_disk_read_loses_that_file_and_says_so(monkeypatch, tmp_p
                 assert pub.statistics().lost == failed.lost
 
 
+async def test_send_many_stops_where_the_disk_falls_behind(slow_disk, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(30):
+        async with triomq.open_socket(triomq.PUB, sndhwm=10, swap=2**30, swap_dir=str(tmp_path)) as pub:
+            await pub.bind("inproc://slow-batch")
+            async with triomq.open_socket(triomq.SUB, subscribe=[b""], rcvhwm=10) as sub:
+                await sub.connect("inproc://slow-batch")
+                await wait_subscribed(pub, sub)
+                batch = [[b"%d:" % i + b"b" * 10_000] for i in range(1000)]  # 10 MB
+                sent = pub.send_many_nowait(batch)
+                # in one piece the batch would all wait in memory for the disk; it
+                # stops at the limit (give or take a slice), dropping nothing
+                assert 20 < sent < 1000
+                assert pub.statistics().dropped == 0
+                with pytest.raises(trio.WouldBlock):
+                    pub.send_many_nowait(batch[sent:])
+                slow_disk.set()
+                while sent < len(batch):
+                    sent += await pub.send_many(batch[sent:])
+                assert pub.statistics().dropped == 0
+                for i in range(1000):
+                    assert (await sub.recv()).startswith(b"%d:" % i)
+
+
+async def test_closing_waits_for_an_inproc_peer_to_take_what_is_on_disk(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # (an inproc peer reads the shared queue after we close, but not our swap)
+    with trio.fail_after(30):
+        async with triomq.open_socket(triomq.PULL, rcvhwm=5) as pull:
+            await pull.bind("inproc://swap-close")
+            got: list[bytes] = []
+            async with trio.open_nursery() as nursery:
+
+                async def reader() -> None:
+                    while len(got) < 100:
+                        got.append(await pull.recv())
+
+                async with triomq.open_socket(triomq.PUSH, sndhwm=5, swap=2**20, swap_dir=str(tmp_path)) as push:
+                    await push.connect("inproc://swap-close")
+                    for i in range(100):
+                        push.send_nowait(b"%d" % i)
+                    assert push.statistics().spooled == 90
+                    nursery.start_soon(reader)
+                assert push.statistics().lost == 0
+            assert got == [b"%d" % i for i in range(100)]
+        # with a linger and nobody reading, what the swap holds is counted lost
+        async with triomq.open_socket(triomq.PULL, rcvhwm=5) as pull:
+            await pull.bind("inproc://swap-close-2")
+            async with triomq.open_socket(
+                triomq.PUSH, sndhwm=5, swap=2**20, swap_dir=str(tmp_path), linger=0.2
+            ) as push:
+                await push.connect("inproc://swap-close-2")
+                for i in range(100):
+                    push.send_nowait(b"%d" % i)
+            assert push.statistics().lost == 90
+
+
+async def test_a_peer_gone_for_good_gives_its_swap_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    budget = 60_000
+    with trio.fail_after(30):
+        async with triomq.open_socket(
+            triomq.ROUTER, sndhwm=1, swap=budget, swap_dir=str(tmp_path)
+        ) as router, router.monitor() as events:
+            ep = await router.bind("tcp://127.0.0.1:0")
+            async with triomq.open_socket(triomq.DEALER, routing_id=b"A", rcvhwm=1) as a:
+                await a.connect(ep)
+                await a.send(b"hello")  # unread by the application when A leaves
+                assert await router.recv_multipart() == [b"A", b"hello"]
+                await a.send(b"unread")
+                for _ in range(100):  # more than the swap holds: it fills up
+                    router.send_multipart_nowait([b"A", b"x" * 1000])
+                spooled = router.statistics().spooled
+                assert spooled > 50
+            await wait_for_event(events, triomq.Disconnected)
+            stats = router.statistics()
+            assert stats.spooled == 0 and stats.lost >= spooled  # given up at once, counted
+            # its budget is free again: another peer's overflow spills, not dropped
+            async with triomq.open_socket(triomq.DEALER, routing_id=b"B", rcvhwm=1) as b:
+                await b.connect(ep)
+                await b.send(b"hi")
+                msg = await router.recv_multipart()
+                while msg[0] != b"B":  # (A's unread message comes first)
+                    msg = await router.recv_multipart()
+                dropped = router.statistics().dropped  # (A's overflow, before)
+                for _ in range(40):
+                    router.send_multipart_nowait([b"B", b"y" * 1000])
+                assert router.statistics().dropped == dropped
+
+
+async def test_refused_inproc_connects_leave_no_swap_behind(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(30):
+        async with triomq.open_socket(triomq.PAIR, swap=2**20, swap_dir=str(tmp_path)) as binder:
+            await binder.bind("inproc://swap-refuse")
+            async with triomq.open_socket(triomq.PAIR) as first:
+                await first.connect("inproc://swap-refuse")
+                for kind in [triomq.PAIR] * 5 + [triomq.PUSH] * 5:  # busy, and incompatible
+                    async with triomq.open_socket(kind, linger=0) as other:
+                        await other.connect("inproc://swap-refuse")
+                await trio.testing.wait_all_tasks_blocked()  # (spool tasks end)
+                assert len(glob.glob(str(tmp_path / "*" / "pipe-*"))) == 1
+
+
+async def test_swap_losses_stay_counted_after_the_peer_goes(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    real_append = _engine_swap._append
+    written = threading.Event()
+
+    def append(path: str, data: bytes) -> None:
+        real_append(path, data)
+        written.set()
+
+    def read(path: str, offset: int, size: int) -> bytes:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(_engine_swap, "_append", append)
+    monkeypatch.setattr(_engine_swap, "_read", read)
+    with trio.fail_after(30):
+        async with triomq.open_socket(triomq.PUSH, sndhwm=5, swap=2**20, swap_dir=str(tmp_path)) as push:
+            async with push.monitor() as events:
+                async with triomq.open_socket(triomq.PULL, rcvhwm=5) as pull:
+                    await pull.bind("inproc://swap-lost")
+                    await push.connect("inproc://swap-lost")
+                    for i in range(100):
+                        push.send_nowait(b"%d" % i)
+                    await trio.to_thread.run_sync(written.wait)
+                    for _ in range(10):  # what was queued: then the swap is read
+                        await pull.recv()
+                    failed = await wait_for_event(events, triomq.SwapFailed)
+                    assert failed.lost > 0 and push.statistics().lost >= failed.lost
+                assert push.statistics().pipes == 0
+                assert push.statistics().lost >= failed.lost  # (it went down to 0)
+
+
+async def test_connect_wakes_a_sender_waiting_for_room() -> None:
+    # a new pipe takes messages while it connects (libzmq queues there too)
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL, rcvhwm=1) as pull:
+            await pull.bind("inproc://room-wake")
+            async with triomq.open_socket(triomq.PUSH, sndhwm=1, linger=0) as push:
+                await push.connect("inproc://room-wake")
+                while True:
+                    try:
+                        push.send_nowait(b"fill")
+                    except trio.WouldBlock:
+                        break
+                sent = trio.Event()
+
+                async def sender() -> None:
+                    await push.send(b"waits")
+                    sent.set()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(sender)
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert not sent.is_set()
+                    await push.connect("tcp://127.0.0.1:1")  # nobody there: queues meanwhile
+                    await sent.wait()
+
+
 async def test_pub_without_swap_drops_and_counts() -> None:
     with trio.fail_after(30):
         async with triomq.open_socket(triomq.PUB, sndhwm=100) as pub:

@@ -40,7 +40,7 @@ from ._engine._monitor import (
 from ._engine._pgm_engine import multicast_role, run_multicast
 from ._engine._pipe import Lender, MessageQueue, Pipe
 from ._engine._swap import Spool, SwapBudget
-from ._errors import EndpointError, StateError
+from ._errors import EndpointError, StateError, TriomqError
 from ._mechanisms._select import check_security_options
 from ._options import SocketOptions
 from ._patterns import make_pattern
@@ -504,12 +504,37 @@ class Socket(trio.abc.AsyncResource):
         self._check_open()
         if self._waits_for_disk():
             raise trio.WouldBlock
-        count = self.pattern.send_batch([_to_message(frames) for frames in messages])
+        msgs = [_to_message(frames) for frames in messages]
+        if self._swap_budget is None:
+            count = self.pattern.send_batch(msgs)
+        else:
+            count = self._send_batch_to_swap(msgs, self._swap_budget)
         self._sent += count
         if self.pattern.dropped != self._drops_reported:
             self._report_drops()
         if not count and messages:
             raise trio.WouldBlock
+        return count
+
+    def _send_batch_to_swap(self, msgs: list[Msg], budget: SwapBudget) -> int:
+        """``send_batch`` in slices of about a megabyte, ending the batch once
+        the disk is behind: in one piece, a batch could put far more than
+        PENDING_LIMIT in memory (the next call then waits, or drops nothing)."""
+        count = 0
+        while count < len(msgs) and not budget.lagging():
+            end, size = count, 0
+            while end < len(msgs) and size < _SWAP_SLICE:
+                size += sum(map(len, msgs[end]))
+                end += 1
+            try:
+                sent = self.pattern.send_batch(msgs[count:end])
+            except TriomqError:
+                if not count:
+                    raise
+                break  # (a refused message ends the batch: the next call raises)
+            count += sent
+            if count < end:
+                break
         return count
 
     async def send_many(self, messages: Sequence[Iterable[_Frame]]) -> int:
@@ -833,7 +858,7 @@ class Socket(trio.abc.AsyncResource):
             self._closed = True
             for pipe in self._pipes:
                 if pipe.spool is not None:
-                    pipe.lost += len(pipe.spool)
+                    pipe.lost += pipe.spool.discard()
                 if not isinstance(pipe.link, InprocLink):
                     pipe.lost += pipe.outq.clear()
             for name in [b.endpoint for b in self._binds.values() if b.scope is None]:
@@ -850,7 +875,11 @@ class Socket(trio.abc.AsyncResource):
             self._nursery.cancel_scope.cancel()
 
     def _drained(self) -> bool:
-        return all(pipe.idle() for pipe in self._pipes if not isinstance(pipe.link, InprocLink))
+        # an inproc pipe's queue is its peer's, read after we close; what its
+        # disk swap holds is not, and is waited for (the spool wakes us)
+        return all(
+            not pipe.spool if isinstance(pipe.link, InprocLink) else pipe.idle() for pipe in self._pipes
+        )
 
     # ------------------------------------------------------------------ SocketCore (engine side)
 
@@ -923,7 +952,7 @@ class Socket(trio.abc.AsyncResource):
         if options.swap:
             if self._swap_budget is None:
                 self._swap_budget = SwapBudget.create(options.swap, options.swap_dir)
-            spool = Spool(pipe, self._swap_budget, self.wake_senders)
+            spool = Spool(pipe, self._swap_budget, self._spool_moved)
             spool.on_corruption = lambda reason, lost: self.emit(
                 SwapCorrupted(pipe.endpoint, reason, lost)
             )
@@ -959,6 +988,9 @@ class Socket(trio.abc.AsyncResource):
         if not self.pattern.attach(pipe):
             return False
         self._pipes.add(pipe)
+        # a sender waiting for room may have it now: libzmq queues on a pipe
+        # still connecting (unless immediate)
+        self.wake_senders()
         return True
 
     def pipe_connected(self, pipe: Pipe, handshake: HandshakeComplete) -> str | None:
@@ -1001,6 +1033,8 @@ class Socket(trio.abc.AsyncResource):
             return
         pipe.terminating = True
         pipe.lost += pipe.outq.clear()
+        if pipe.spool is not None:  # (its budget and disk are others' now)
+            pipe.lost += pipe.spool.discard()
         self.pattern.disconnected(pipe)
         if not pipe.inq or pipe not in self._pipes:
             # (a pipe already dropped, by disconnect() say, is never read again)
@@ -1032,15 +1066,16 @@ class Socket(trio.abc.AsyncResource):
     def drop_pipe(self, pipe: Pipe) -> None:
         """Detach *pipe* for good."""
         if pipe.spool is not None:
-            pipe.lost += len(pipe.spool)
-            pipe.spool.scope.cancel()
+            pipe.lost += pipe.spool.discard()
         if pipe in self._pipes:
             self._pipes.discard(pipe)
             self.pattern.detach(pipe)
             # an inproc pipe's outgoing queue is its peer's incoming one, which the
             # peer still reads (whoever drops one that never joined clears it first)
             queued = 0 if pipe.hands_over else len(pipe.outq)
-            self._lost_detached += pipe.lost + queued
+            # (and what its swap lost to failed reads or corrupted files)
+            spool_lost = pipe.spool.lost if pipe.spool is not None else 0
+            self._lost_detached += pipe.lost + queued + spool_lost
         pipe.terminating = True
         self._drain_lot.unpark_all()
 
@@ -1059,6 +1094,12 @@ class Socket(trio.abc.AsyncResource):
             self._recv_lot.unpark_all()
         if self._lender is not None:
             self._lender.wake_borrower()
+
+    def _spool_moved(self) -> None:
+        """A disk swap gave back room (or messages went to its pipe)."""
+        self.wake_senders()
+        if self._closing:
+            self._drain_lot.unpark_all()  # (aclose waits for inproc swaps: see _drained)
 
     def wake_senders(self) -> None:
         if self._send_lot:
@@ -1106,6 +1147,9 @@ def _to_message(frames: Iterable[_Frame]) -> Msg:
         raise ValueError("a message has at least one frame")
     return msg
 
+
+#: with a disk swap, send_many queues batches in slices of about this many bytes
+_SWAP_SLICE = 1 << 20
 
 #: MessagesDropped events come at most this often (seconds)
 _DROP_REPORT_IVL = 0.1

@@ -142,6 +142,7 @@ def _join(conn_core: InprocCore, conn_pipe: Pipe, bind_core: InprocCore, name: s
         )
         bind_core.emit(HandshakeFailed(endpoint, "", FailureKind.PROTOCOL, refusal))
         conn_core.emit(HandshakeFailed(endpoint, "", FailureKind.PROTOCOL, refusal))
+        bind_core.drop_pipe(bind_pipe)  # (and its disk swap, if it has one)
         _refuse(conn_core, conn_pipe)
         return
     refusal = bind_core.pipe_connected(
@@ -153,9 +154,8 @@ def _join(conn_core: InprocCore, conn_pipe: Pipe, bind_core: InprocCore, name: s
             conn_pipe,
             HandshakeComplete(bind_core.socket_type, 1, bind_core.options.routing_id, {}),
         )
-        if refusal is not None:
-            bind_core.drop_pipe(bind_pipe)
     if refusal is not None:
+        bind_core.drop_pipe(bind_pipe)  # (refused by either side)
         _refuse(conn_core, conn_pipe)
         return
     # inproc connections are not re-established: once joined, a close ends them

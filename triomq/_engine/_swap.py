@@ -164,6 +164,26 @@ class Spool:
     def wake(self) -> None:
         self._lot.unpark_all()
 
+    def discard(self) -> int:
+        """Give up what is spooled (its peer is gone for good): how many
+        messages that loses (0 on a second call). Its budget is given back at
+        once, for the socket's other pipes; the task ends and removes the files
+        (a write under way finishes first, and counts itself out of pending)."""
+        lost, self._count = self._count, 0
+        budget = self.budget
+        budget.used -= self._held
+        self._held = 0
+        if not self.failed:
+            budget.pending -= self._pending_bytes
+        self._pending_bytes = 0
+        self._pending.clear()
+        self._readback.clear()
+        self._readback_bytes.clear()
+        self.scope.cancel()
+        if lost:
+            self.wake_senders()
+        return lost
+
     def statistics(self) -> SpoolStatistics:
         on_disk = sum(s.size - s.offset for s in self._segments)
         return SpoolStatistics(self._count, on_disk, self.swapped, self.corrupted)
