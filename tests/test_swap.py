@@ -192,7 +192,9 @@ async def test_a_failed_disk_write_loses_nothing_and_the_pub_falls_back_to_dropp
                 assert pub.pattern.pipes[0].spool.swapped > 0  # type: ignore[attr-defined]
 
 
-async def test_a_failed_disk_read_loses_that_file_and_says_so(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def failing_reads(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Every spool read fails with EIO; the event is set once a write is done."""
     real_append = _engine_swap._append
     written = threading.Event()
 
@@ -205,6 +207,11 @@ async def test_a_failed_disk_read_loses_that_file_and_says_so(monkeypatch, tmp_p
 
     monkeypatch.setattr(_engine_swap, "_append", append)
     monkeypatch.setattr(_engine_swap, "_read", read)
+    return written
+
+
+async def test_a_failed_disk_read_loses_that_file_and_says_so(failing_reads, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    written = failing_reads
     with trio.fail_after(30):
         async with triomq.open_socket(triomq.PUB, sndhwm=10, swap=10 * 2**20, swap_dir=str(tmp_path)) as pub:
             await pub.bind("inproc://bad-disk")
@@ -325,19 +332,8 @@ async def test_refused_inproc_connects_leave_no_swap_behind(tmp_path) -> None:  
                 assert len(glob.glob(str(tmp_path / "*" / "pipe-*"))) == 1
 
 
-async def test_swap_losses_stay_counted_after_the_peer_goes(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    real_append = _engine_swap._append
-    written = threading.Event()
-
-    def append(path: str, data: bytes) -> None:
-        real_append(path, data)
-        written.set()
-
-    def read(path: str, offset: int, size: int) -> bytes:
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(_engine_swap, "_append", append)
-    monkeypatch.setattr(_engine_swap, "_read", read)
+async def test_swap_losses_stay_counted_after_the_peer_goes(failing_reads, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    written = failing_reads
     with trio.fail_after(30):
         async with triomq.open_socket(triomq.PUSH, sndhwm=5, swap=2**20, swap_dir=str(tmp_path)) as push:
             async with push.monitor() as events:

@@ -170,6 +170,15 @@ class Spool:
         once, for the socket's other pipes; the task ends and removes the files
         (a write under way finishes first, and counts itself out of pending)."""
         lost, self._count = self._count, 0
+        self._let_go()
+        self.scope.cancel()
+        if lost:
+            self.wake_senders()
+        return lost
+
+    def _let_go(self) -> None:
+        """Give back the budget this spool holds, and drop what it holds in
+        memory (a write under way counts itself out of pending when done)."""
         budget = self.budget
         budget.used -= self._held
         self._held = 0
@@ -179,10 +188,6 @@ class Spool:
         self._pending.clear()
         self._readback.clear()
         self._readback_bytes.clear()
-        self.scope.cancel()
-        if lost:
-            self.wake_senders()
-        return lost
 
     def statistics(self) -> SpoolStatistics:
         on_disk = sum(s.size - s.offset for s in self._segments)
@@ -364,14 +369,7 @@ class Spool:
         self.wake_senders()
 
     def _remove_files(self) -> None:
-        budget = self.budget
-        budget.used -= self._held
-        self._held = 0
-        if not self.failed:
-            budget.pending -= self._pending_bytes
-        self._pending_bytes = 0
-        self._pending.clear()
-        self._readback.clear()
+        self._let_go()
         self._segments.clear()
         shutil.rmtree(self.directory, ignore_errors=True)
         self.wake_senders()  # (they may have waited for this pipe's disk)
