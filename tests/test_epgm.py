@@ -20,9 +20,10 @@ import pytest
 import trio
 
 import triomq
-from triomq._engine._pgm_engine import multicast_statistics
-from triomq._pgm import FaultInjector
+from triomq._engine._pgm_engine import _Sink, multicast_statistics
+from triomq._pgm import FaultInjector, Odata, Spm, encode_packet
 from triomq._transports._udp import (
+    DatagramSocket,
     open_multicast_receiver,
     open_multicast_sender,
     resolve_interface,
@@ -493,3 +494,48 @@ async def test_fan_out_three_times_bigger() -> None:
     # the default run has the 20 000-message cases; this one takes ~30 s
     with trio.fail_after(180):
         await _fan_out(0.3, 60_000, seed=99)
+
+
+async def test_a_hostile_spm_or_a_failing_udp_socket_costs_the_endpoint_not_the_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An SPM naming a broadcast NLA made the NAKs' sendto fail (EACCES): the
+    # error came out of the engine's nursery in an exception group, past the
+    # handler meant to turn it into a Disconnected event, and ended the socket.
+    naks_sent = trio.Event()
+    real_send_naks = _Sink._send_naks
+
+    async def send_naks(self: Any, naks: list[tuple[bytes, str]]) -> None:
+        await real_send_naks(self, naks)
+        naks_sent.set()
+
+    monkeypatch.setattr(_Sink, "_send_naks", send_naks)
+    ep = fresh_endpoint()
+    _, rest = ep.split(";")
+    group, port = rest.rsplit(":", 1)
+    with trio.fail_after(20):
+        async with triomq.open_socket(triomq.SUB, subscribe=[b""], rate=10_000) as sub, triomq.open_socket(
+            triomq.PUB, rate=10_000
+        ) as pub:
+            await sub.connect(ep)
+            await pub.connect(ep)
+            await sub.wait_peers()
+            await pub.send(b"before")
+            assert await sub.recv() == b"before"
+            with open_multicast_sender(IFACE, 0, hops=0, loop=True) as hostile:
+                gsi = b"EVIL!!"
+                hostile.sendto(encode_packet(Spm(4242, int(port), gsi, 1, 100, 99, "255.255.255.255")), (group, int(port)))
+                hostile.sendto(encode_packet(Odata(4242, int(port), gsi, 105, 100, b"\xff\xff")), (group, int(port)))
+                async with sub.monitor() as events:
+                    await naks_sent.wait()  # (to where its datagrams came from)
+                    await pub.send(b"after")
+                    assert await sub.recv() == b"after"
+
+                    # a receive error the engine cannot ride out ends that endpoint only
+                    def broken(self: Any, max_datagrams: int) -> list[Any]:
+                        raise OSError(19, "No such device")
+
+                    monkeypatch.setattr(DatagramSocket, "receive_nowait", broken)
+                    await pub.send(b"wake the receiver")
+                    event = await wait_for_event(events, triomq.Disconnected)
+                    assert "No such device" in event.reason

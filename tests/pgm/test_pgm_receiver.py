@@ -19,6 +19,7 @@ from triomq._pgm import (
     decode_packet_untrusted,
     encode_packet,
 )
+from triomq._pgm._receiver import MAX_PEERS
 
 GSI = bytes.fromhex("0102030405a6")
 GROUP = "239.192.1.1"
@@ -371,3 +372,34 @@ def test_ignores_garbage_and_other_ports() -> None:
     assert h.r.peers == [] and h.messages == []
     assert h.r.stats.bad_packets == 1 and h.r.stats.ignored_packets == 2
     assert h.r.next_deadline() == math.inf
+
+
+@pytest.mark.parametrize("nla", ["255.255.255.255", "239.1.2.3", "0.1.2.3", "0.0.0.0"])
+def test_naks_never_go_to_an_nla_that_is_not_unicast(nla: str) -> None:
+    # an SPM is not authenticated: a broadcast or multicast NLA (which the kernel
+    # refuses, or which reaches everyone) falls back to where the data came from
+    s = make_sender()
+    _, pkts = messages_and_packets(s, 5)
+    h = Harness(make_receiver(nak_bo_ivl=0.05))
+    h.feed(spm(INITIAL - 1, nla=nla), 0.0, src="10.0.0.9")
+    h.feed(pkts[0], 1.0, src="10.0.0.9")
+    h.feed(pkts[3], 1.0, src="10.0.0.9")
+    h.run_until(h.r.next_deadline())
+    assert [dest for _, dest in h.naks] == ["10.0.0.9"]
+
+
+def test_a_receiver_follows_at_most_max_peers_sources() -> None:
+    # anyone on the group can claim to be a source: each costs a window of state
+    r = make_receiver()
+
+    def spm_from(i: int, spm_sqn: int) -> bytes:
+        return encode_packet(Spm(SPORT, PORT, i.to_bytes(6, "big"), spm_sqn, 1, 0, SRC))
+
+    for i in range(MAX_PEERS + 10):
+        r.on_packet(spm_from(i, 0), SRC, 0.0)
+    assert len(r.peers) == MAX_PEERS
+    assert r.stats.ignored_packets == 10
+    # the sources it follows are heard as before
+    spms = r.stats.spm_packets
+    r.on_packet(spm_from(0, 1), SRC, 0.1)
+    assert r.stats.spm_packets == spms + 1 and r.stats.ignored_packets == 10

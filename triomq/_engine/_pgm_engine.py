@@ -217,7 +217,9 @@ async def run_multicast(
             task_status.started(scope)
             try:
                 await engine.run()
-            except _UDP_ERRORS as exc:
+            except* _UDP_ERRORS as group:
+                # (from the engine's nursery: inside an exception group)
+                exc = _first_leaf(group)
                 reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
                 logger.warning("%s: multicast endpoint failed: %s", name, reason)
                 core.emit(Disconnected(name, "", reason))
@@ -502,4 +504,16 @@ class _Sink(_Engine):
         for data, dest in naks:
             by_dest[dest].append(data)
         for dest, datagrams in by_dest.items():
-            await self.naks.send(datagrams, (dest, self.port))
+            try:
+                await self.naks.send(datagrams, (dest, self.port))
+            except OSError as exc:
+                # one source's NAKs not sent (an address the kernel refuses):
+                # its repairs fail in time, as if they were lost; the rest go on
+                logger.debug("%s: NAKs to %s not sent: %s", self.endpoint, dest, exc)
+
+
+def _first_leaf(group: BaseException) -> BaseException:
+    """The first exception in a (nested) exception group."""
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group

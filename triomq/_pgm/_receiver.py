@@ -23,6 +23,7 @@ No I/O, no trio.
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import math
 import random
 
@@ -54,6 +55,23 @@ from ._window import (
 __all__ = ["Loss", "Outgoing", "PgmReceiver", "ReceiverOutput", "ReceiverStats", "Tsi"]
 
 _TIMED = (SlotState.BACK_OFF, SlotState.WAIT_NCF, SlotState.WAIT_DATA)
+#: sources one receiver follows at a time: a new one past this is ignored (each
+#: costs a window of state and timers, and anyone on the group can claim one)
+MAX_PEERS = 64
+
+
+def _unicast(address: str | None) -> bool:
+    """An address NAKs may be sent to: unicast IPv4, not 0.x, multicast or broadcast."""
+    if address is None:
+        return False
+    try:
+        ip = ipaddress.IPv4Address(address)
+    except ValueError:
+        return False
+    return not (ip.is_multicast or ip.is_unspecified or ip.is_reserved or ip in _THIS_NETWORK)
+
+
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 
 
 @attrs.frozen
@@ -190,7 +208,11 @@ class _Peer:
 
     @property
     def nak_dest(self) -> str | None:
-        if self.nla is not None and self.nla != "0.0.0.0":
+        """Where NAKs go: the NLA its SPMs name (RFC 3208: the upstream hop),
+        if it is a unicast address, else where its datagrams come from. (An
+        SPM is not authenticated: a broadcast or multicast NLA, which the
+        kernel refuses or which would reach every host, is never used.)"""
+        if _unicast(self.nla):
             return self.nla
         return self.last_src
 
@@ -273,7 +295,11 @@ class PgmReceiver:
                     # Repairs for other receivers do not start a session.
                     stats.ignored_packets += 1
                     return out
-                peer = self._peer(tsi)
+                if peer is None:
+                    peer = self._new_peer(tsi)
+                    if peer is None:
+                        stats.ignored_packets += 1
+                        return out
                 peer.window.define(pkt.sqn)
             peer.last_heard = now
             peer.last_src = src
@@ -283,7 +309,10 @@ class PgmReceiver:
                 stats.ignored_packets += 1
                 return out
             tsi = Tsi(pkt.gsi, pkt.sport)
-            peer = self._peers.get(tsi) or self._peer(tsi)
+            peer = self._peers.get(tsi) or self._new_peer(tsi)
+            if peer is None:
+                stats.ignored_packets += 1
+                return out
             peer.last_heard = now
             peer.last_src = src
             self._on_spm(peer, pkt, now)
@@ -334,7 +363,10 @@ class PgmReceiver:
 
     # ------------------------------------------------------------------ internals
 
-    def _peer(self, tsi: Tsi) -> _Peer:
+    def _new_peer(self, tsi: Tsi) -> _Peer | None:
+        """Follow a new source, unless MAX_PEERS are followed already."""
+        if len(self._peers) >= MAX_PEERS:
+            return None
         peer = _Peer(tsi, self.rxw_sqns, self.max_apdu, self.max_msg_size)
         self._peers[tsi] = peer
         return peer
