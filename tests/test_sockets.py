@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import socket as stdlib_socket
+from typing import Any
 
 import pytest
 import trio
@@ -874,3 +875,103 @@ async def test_large_messages_from_several_peers_at_once_arrive_whole(endpoint: 
                         got[int(msg[0].split(b":")[0])].append(msg)
                 for sender in (0, 1):
                     assert got[sender] == [message(sender, i, n) for i, n in enumerate(sizes)]
+
+
+async def test_a_connect_cancelled_as_its_dialer_starts_leaves_nothing_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (a pipe without a dialer took a share of a PUSH's messages, and close waited for it)
+    import triomq._socket as socket_module
+
+    real_run_dialer = socket_module.run_dialer
+    starting = trio.Event()
+    go = trio.Event()
+
+    async def run_dialer(*args: Any, **kwargs: Any) -> None:
+        starting.set()
+        await go.wait()  # the dialer starts slowly: connect() waits in nursery.start
+        await real_run_dialer(*args, **kwargs)
+
+    monkeypatch.setattr(socket_module, "run_dialer", run_dialer)
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL) as pull:
+            ep = await pull.bind("tcp://127.0.0.1:0")
+            async with triomq.open_socket(triomq.PUSH) as push:
+                with trio.CancelScope() as scope:
+                    async with trio.open_nursery() as nursery:
+
+                        async def cancel_when_starting() -> None:
+                            await starting.wait()
+                            scope.cancel()
+
+                        nursery.start_soon(cancel_when_starting)
+                        await push.connect(ep)
+                assert scope.cancelled_caught
+                assert push.statistics().pipes == 0
+                go.set()
+                await push.connect(ep)  # it can be made again, and all arrives
+                for i in range(4):
+                    await push.send(b"%d" % i)
+                assert [await pull.recv() for _ in range(4)] == [b"0", b"1", b"2", b"3"]
+
+
+async def test_cancellation_comes_out_of_open_socket_plain() -> None:
+    # not as a group: `except trio.Cancelled` (and a caller's own groups) work
+    for connect in (False, True):
+        with trio.CancelScope() as scope:
+            try:
+                async with triomq.open_socket(triomq.PUSH, linger=0) as push:
+                    if connect:
+                        await push.connect("tcp://127.0.0.1:1")
+                    scope.cancel()
+                    await trio.sleep_forever()
+            except BaseException as exc:
+                assert type(exc) is trio.Cancelled
+                raise
+        assert scope.cancelled_caught
+    with pytest.raises(ExceptionGroup) as info:
+        async with triomq.open_socket(triomq.PUSH):
+            raise ExceptionGroup("mine", [ValueError("v")])
+    assert info.value.message == "mine"  # (the block's own group, as raised)
+
+
+async def test_calls_after_close_raise_closed_resource_error() -> None:
+    async with triomq.open_socket(triomq.PUSH) as push:
+        pass
+    for call in (push.disconnect("tcp://127.0.0.1:1"), push.unbind("tcp://127.0.0.1:1"), push.send_many([])):
+        with pytest.raises(trio.ClosedResourceError):
+            await call
+    async with push.monitor() as events:  # ends at once: nothing more will happen
+        assert [event async for event in events] == []
+
+
+async def test_proxy_returns_when_its_destination_closes() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL) as front:
+            await front.bind("inproc://proxy-dest-close")
+            async with triomq.open_socket(triomq.PUSH, linger=0) as back:
+                await back.bind("inproc://proxy-dest-close-out")
+                async with trio.open_nursery() as nursery:
+                    done = trio.Event()
+
+                    async def run_proxy() -> None:
+                        await triomq.proxy(front, back)
+                        done.set()
+
+                    nursery.start_soon(run_proxy)
+                    await trio.testing.wait_all_tasks_blocked()
+                    await back.aclose()  # nothing arrives on the frontend meanwhile
+                    await done.wait()
+
+
+async def test_proxy_raises_the_destination_error_itself() -> None:
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.DEALER) as front, triomq.open_socket(
+            triomq.ROUTER, router_mandatory=True
+        ) as back:
+            await front.bind("inproc://proxy-err")
+            async with triomq.open_socket(triomq.DEALER) as client:
+                await client.connect("inproc://proxy-err")
+                await client.send_multipart([b"no-such-peer", b"hi"])
+                with pytest.raises(triomq.HostUnreachable):
+                    await triomq.proxy(front, back)

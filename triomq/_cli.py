@@ -349,14 +349,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         _error(exc.message)
         return exc.code
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        _silence_stdout()  # the reader of our stdout went away (| head): we are done
-        return EXIT_OK
-    except OSError as exc:  # writing our output failed (a full disk, say)
-        _error(exc.strerror or str(exc))
-        return EXIT_FAILURE
+    except BaseException as raised:
+        # (from a Trio program, such as the demo, it may come in a group)
+        err = _unwrap(raised)
+        if isinstance(err, KeyboardInterrupt):
+            return EXIT_INTERRUPTED
+        if isinstance(err, BrokenPipeError):
+            _silence_stdout()  # the reader of our stdout went away (| head): we are done
+            return EXIT_OK
+        if isinstance(err, OSError):  # writing our output failed (a full disk, say)
+            _error(err.strerror or str(err))
+            return EXIT_FAILURE
+        raise
 
 
 def _silence_stdout() -> None:

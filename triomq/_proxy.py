@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from ._socket import Socket
+from ._socket import Socket, _raise_plain
 
 
 class ProxyControl:
@@ -59,11 +59,24 @@ async def proxy(
     is the first that socket's next receive returns.
     """
     control = control or ProxyControl()
-    async with trio.open_nursery() as nursery:
-        if frontend.pattern.receives and backend.pattern.sends:
-            nursery.start_soon(_pump, frontend, backend, capture, control, nursery)
-        if backend.pattern.receives and frontend.pattern.sends:
-            nursery.start_soon(_pump, backend, frontend, capture, control, nursery)
+    try:
+        async with trio.open_nursery() as nursery:
+            if frontend.pattern.receives and backend.pattern.sends:
+                nursery.start_soon(_pump, frontend, backend, capture, control, nursery)
+            if backend.pattern.receives and frontend.pattern.sends:
+                nursery.start_soon(_pump, backend, frontend, capture, control, nursery)
+            # a pump waiting to receive would not see its destination close
+            for sock in (frontend, backend, capture):
+                if sock is not None:
+                    nursery.start_soon(_stop_when_closed, sock, nursery)
+    except BaseExceptionGroup as group:
+        # as a plain call raises: HostUnreachable, not a group of one
+        _raise_plain(group)
+
+
+async def _stop_when_closed(sock: Socket, nursery: trio.Nursery) -> None:
+    await sock._closed_event.wait()
+    nursery.cancel_scope.cancel()
 
 
 async def _pump(

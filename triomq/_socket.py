@@ -12,7 +12,7 @@ import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, final
+from typing import Any, NoReturn, TypeVar, final
 
 import attrs
 import trio
@@ -181,6 +181,8 @@ class Socket(trio.abc.AsyncResource):
         self._lost_detached = 0
         #: disconnect() calls waiting for a pipe to be written out
         self._flushing = 0
+        #: set once the socket is closed (a proxy watches its sockets with it)
+        self._closed_event = trio.Event()
         self._swap_budget: SwapBudget | None = None
         self._last_read = _LastRead()
         self._drops_reported = 0
@@ -224,7 +226,10 @@ class Socket(trio.abc.AsyncResource):
             raise
         resolved = str(bound.endpoint)
         closed = trio.Event()
-        scope = await self._nursery.start(run_acceptor, self, bound, closed)
+        try:
+            scope = await self._nursery.start(run_acceptor, self, bound, closed)
+        except BaseExceptionGroup as group:  # (cancelled inside the acceptor's nursery)
+            _raise_plain(group)
         new = _Bind(resolved, scope, closed)
         old = self._binds.get(resolved)
         if old is not None:
@@ -252,6 +257,7 @@ class Socket(trio.abc.AsyncResource):
             EndpointError: the socket is not bound to *endpoint*.
         """
         await trio.lowlevel.checkpoint()
+        self._check_open()
         bind = self._binds.get(endpoint)
         if bind is None:
             raise EndpointError(f"not bound to {endpoint}")
@@ -300,7 +306,13 @@ class Socket(trio.abc.AsyncResource):
             connect_inproc(self, ep.path, pipe)
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
-        scope = await self._nursery.start(run_dialer, self, ep, pipe, self._rng)
+        try:
+            scope = await self._nursery.start(run_dialer, self, ep, pipe, self._rng)
+        except BaseException:
+            # cancelled before the dialer started: it did nothing, so no pipe
+            # stays behind (nothing would write it, and close would wait for it)
+            self.drop_pipe(pipe)
+            raise
         self._connects[name] = _Connect(name, pipe, scope)
 
     async def disconnect(self, endpoint: str) -> None:
@@ -318,6 +330,7 @@ class Socket(trio.abc.AsyncResource):
             EndpointError: the socket is not connected to *endpoint*.
         """
         await trio.lowlevel.checkpoint()
+        self._check_open()
         name = str(parse_endpoint(endpoint))
         conn = self._connects.pop(name, None)
         if conn is None:
@@ -547,6 +560,7 @@ class Socket(trio.abc.AsyncResource):
         """
         if not messages:
             await trio.lowlevel.checkpoint()
+            self._check_open()
             return 0
         return await self._wait_for(self._send_lot.park, lambda: self.send_many_nowait(messages))
 
@@ -788,7 +802,10 @@ class Socket(trio.abc.AsyncResource):
         than *buffer* events behind.
         """
         send, receive = trio.open_memory_channel[MonitorEvent](buffer)
-        self._monitors.append(send)
+        if self._closed:
+            send.close()  # (nothing more will happen: the iteration ends at once)
+        else:
+            self._monitors.append(send)
         try:
             yield receive
         finally:
@@ -856,6 +873,7 @@ class Socket(trio.abc.AsyncResource):
                 await trio.lowlevel.checkpoint()
         finally:
             self._closed = True
+            self._closed_event.set()
             for pipe in self._pipes:
                 if pipe.spool is not None:
                     pipe.lost += pipe.spool.discard()
@@ -1178,10 +1196,39 @@ async def _host_tasks(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
         await trio.sleep_forever()
 
 
-def _unwrap(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+def _only_cancelled(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_cancelled(e) for e in exc.exceptions)
+    return isinstance(exc, trio.Cancelled)
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     return exc
+
+
+def plain_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """What one of our nurseries' *group* stands for, as the caller expects it:
+    the one exception in it that is not a cancellation (as raised, even if it is
+    a group of the caller's own), or a plain Cancelled if cancellations are all
+    there is; the group itself when several things went wrong."""
+    others = [e for e in group.exceptions if not _only_cancelled(e)]
+    if not others:
+        return _first_leaf(group)
+    return others[0] if len(others) == 1 else group
+
+
+def _raise_plain(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    exc = plain_exception(group)
+    if exc is group:
+        raise group
+    context = exc.__context__
+    try:
+        raise exc
+    finally:
+        exc.__context__ = context
+        del exc, group
 
 
 @asynccontextmanager
@@ -1218,16 +1265,9 @@ async def open_socket(socket_type: SocketType, **options: Any) -> AsyncIterator[
             finally:
                 await sock.aclose()
     except BaseExceptionGroup as group:
-        # the socket's own tasks never raise, so a group holds the block's exception
-        exc = _unwrap(group)
-        if exc is group:
-            raise
-        context = exc.__context__
-        try:
-            raise exc
-        finally:
-            exc.__context__ = context
-            del exc, group
+        # the socket's own tasks never raise (but when cancelled), so a group
+        # holds the block's exception
+        _raise_plain(group)
     finally:
         # the socket's tasks are gone, and with them the spool files
         if sock is not None and sock._swap_budget is not None:
