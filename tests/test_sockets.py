@@ -975,3 +975,17 @@ async def test_proxy_raises_the_destination_error_itself() -> None:
                 await client.send_multipart([b"no-such-peer", b"hi"])
                 with pytest.raises(triomq.HostUnreachable):
                     await triomq.proxy(front, back)
+
+
+async def test_a_message_put_back_keeps_its_peer() -> None:
+    # recv() puts back a multipart message: with_peer still says who sent it
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL) as pull, triomq.open_socket(triomq.PUSH) as push:
+            ep = await pull.bind("tcp://127.0.0.1:0")
+            await push.connect(ep)
+            await push.send_multipart([b"a", b"b"])
+            with pytest.raises(triomq.StateError):
+                await pull.recv()
+            msg, peer = await pull.recv_multipart_with_peer()
+            assert msg == [b"a", b"b"]
+            assert peer is not None and peer.socket_type == "PUSH"

@@ -185,6 +185,8 @@ class Socket(trio.abc.AsyncResource):
         self._closed_event = trio.Event()
         self._swap_budget: SwapBudget | None = None
         self._last_read = _LastRead()
+        #: the message last put back (see _unreceive), and the pipe it came from
+        self._put_back_from: tuple[Msg, Pipe | None] | None = None
         self._drops_reported = 0
         self._next_drop_report = -math.inf
         #: a task will report the drops of the current window at its end
@@ -622,6 +624,10 @@ class Socket(trio.abc.AsyncResource):
         self._last_read.pipe = None
         msg = self.recv_multipart_nowait()
         pipe = self._last_read.pipe
+        put_back = self._put_back_from
+        if put_back is not None and put_back[0] is msg:
+            pipe = put_back[1]  # (it was put back, and came out of no pipe now)
+            self._put_back_from = None
         return msg, (pipe.peer if pipe is not None else None)
 
     def peer_statistics(self) -> list[PeerStatistics]:
@@ -737,6 +743,8 @@ class Socket(trio.abc.AsyncResource):
 
     def _unreceive(self, msg: Msg) -> None:
         """Undo the receive of *msg*: it is the next message received, as if never taken."""
+        # who sent it, for recv_multipart_with_peer (the last message put back)
+        self._put_back_from = (msg, self._last_read.pipe)
         self.pattern.unrecv(msg)
         self._received -= 1
         self.wake_receivers()
