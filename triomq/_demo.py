@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import tempfile
 from typing import TextIO
@@ -289,13 +290,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.servers < 2:
         parser.error("--servers must be at least 2 (one is stopped part-way)")
-    summary = trio.run(
-        lambda: run_demo(
-            duration=args.duration,
-            servers=args.servers,
-            max_servers=max(args.max_servers, args.servers),
-            rate=args.rate,
-            transport=args.transport,
-        )
-    )
+    interrupted = False
+
+    async def run() -> DemoSummary | None:
+        # Ctrl-C (or SIGTERM) cancels the run cleanly: a KeyboardInterrupt raised
+        # wherever the loop happens to be can land inside Trio's own machinery
+        nonlocal interrupted
+        summary = None
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def stop_on_signal() -> None:
+                    nonlocal interrupted
+                    async for signum in signals:
+                        interrupted = signum == signal.SIGINT
+                        nursery.cancel_scope.cancel()
+                        return
+
+                nursery.start_soon(stop_on_signal)
+                summary = await run_demo(
+                    duration=args.duration,
+                    servers=args.servers,
+                    max_servers=max(args.max_servers, args.servers),
+                    rate=args.rate,
+                    transport=args.transport,
+                )
+                nursery.cancel_scope.cancel()
+        return summary
+
+    summary = trio.run(run)
+    if summary is None:  # stopped by a signal
+        return 130 if interrupted else 0
     return 0 if summary.ok else 1
