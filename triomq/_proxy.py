@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from ._socket import Socket, _raise_plain
+from ._socket import Socket, raise_plain
 
 
 class ProxyControl:
@@ -71,7 +71,7 @@ async def proxy(
                     nursery.start_soon(_stop_when_closed, sock, nursery)
     except BaseExceptionGroup as group:
         # as a plain call raises: HostUnreachable, not a group of one
-        _raise_plain(group)
+        raise_plain(group)
 
 
 async def _stop_when_closed(sock: Socket, nursery: trio.Nursery) -> None:

@@ -231,7 +231,7 @@ class Socket(trio.abc.AsyncResource):
         try:
             scope = await self._nursery.start(run_acceptor, self, bound, closed)
         except BaseExceptionGroup as group:  # (cancelled inside the acceptor's nursery)
-            _raise_plain(group)
+            raise_plain(group)
         new = _Bind(resolved, scope, closed)
         old = self._binds.get(resolved)
         if old is not None:
@@ -1227,7 +1227,7 @@ def plain_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return others[0] if len(others) == 1 else group
 
 
-def _raise_plain(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+def raise_plain(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     exc = plain_exception(group)
     if exc is group:
         raise group
@@ -1275,7 +1275,7 @@ async def open_socket(socket_type: SocketType, **options: Any) -> AsyncIterator[
     except BaseExceptionGroup as group:
         # the socket's own tasks never raise (but when cancelled), so a group
         # holds the block's exception
-        _raise_plain(group)
+        raise_plain(group)
     finally:
         # the socket's tasks are gone, and with them the spool files
         if sock is not None and sock._swap_budget is not None:
