@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import trio
 
-from ._socket import Socket, raise_plain
+from ._engine._groups import raise_plain
+from ._socket import Socket
 
 
 class ProxyControl:

@@ -12,7 +12,7 @@ import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, NoReturn, TypeVar, final
+from typing import Any, TypeVar, final
 
 import attrs
 import trio
@@ -20,6 +20,7 @@ import trio
 from ._auth import AuthRequest, Deny
 from ._endpoint import Endpoint, parse_endpoint
 from ._engine._dialer import run_acceptor, run_dialer
+from ._engine._groups import raise_plain
 from ._engine._inproc import (
     InprocLink,
     bind_inproc,
@@ -1202,41 +1203,6 @@ async def _host_tasks(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
     async with trio.open_nursery() as tasks:
         task_status.started(tasks)
         await trio.sleep_forever()
-
-
-def _only_cancelled(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_only_cancelled(e) for e in exc.exceptions)
-    return isinstance(exc, trio.Cancelled)
-
-
-def _first_leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
-
-
-def plain_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """What one of our nurseries' *group* stands for, as the caller expects it:
-    the one exception in it that is not a cancellation (as raised, even if it is
-    a group of the caller's own), or a plain Cancelled if cancellations are all
-    there is; the group itself when several things went wrong."""
-    others = [e for e in group.exceptions if not _only_cancelled(e)]
-    if not others:
-        return _first_leaf(group)
-    return others[0] if len(others) == 1 else group
-
-
-def raise_plain(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    exc = plain_exception(group)
-    if exc is group:
-        raise group
-    context = exc.__context__
-    try:
-        raise exc
-    finally:
-        exc.__context__ = context
-        del exc, group
 
 
 @asynccontextmanager

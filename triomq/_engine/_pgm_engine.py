@@ -50,6 +50,7 @@ from .._transports._udp import (
 )
 from .._zmtp._events import HandshakeComplete
 from ._core import SocketCore
+from ._groups import first_leaf
 from ._monitor import Disconnected, MessagesDropped, MulticastLoss
 from ._pipe import Pipe
 
@@ -219,7 +220,7 @@ async def run_multicast(
                 await engine.run()
             except* _UDP_ERRORS as group:
                 # (from the engine's nursery: inside an exception group)
-                exc = _first_leaf(group)
+                exc = first_leaf(group)
                 reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
                 logger.warning("%s: multicast endpoint failed: %s", name, reason)
                 core.emit(Disconnected(name, "", reason))
@@ -510,10 +511,3 @@ class _Sink(_Engine):
                 # one source's NAKs not sent (an address the kernel refuses):
                 # its repairs fail in time, as if they were lost; the rest go on
                 logger.debug("%s: NAKs to %s not sent: %s", self.endpoint, dest, exc)
-
-
-def _first_leaf(group: BaseException) -> BaseException:
-    """The first exception in a (nested) exception group."""
-    while isinstance(group, BaseExceptionGroup):
-        group = group.exceptions[0]
-    return group
