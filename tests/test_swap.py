@@ -6,6 +6,9 @@ import errno
 import glob
 import os
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -108,6 +111,20 @@ async def test_pub_with_swap_delivers_everything_to_a_slow_subscriber(tmp_path) 
     assert os.listdir(tmp_path) == []  # spool files and directories gone after close
 
 
+@asynccontextmanager
+async def swapping_pub(
+    tmp_path: Any, name: str, *, swap: int
+) -> AsyncIterator[tuple[triomq.Socket, triomq.Socket, trio.MemoryReceiveChannel[Any]]]:
+    """A PUB with a disk swap (sndhwm 10) and, over inproc, a SUB taking every
+    topic (rcvhwm 10), subscribed; and the PUB's monitor events."""
+    async with triomq.open_socket(triomq.PUB, sndhwm=10, swap=swap, swap_dir=str(tmp_path)) as pub:
+        await pub.bind(f"inproc://{name}")
+        async with pub.monitor() as events, triomq.open_socket(triomq.SUB, subscribe=[b""], rcvhwm=10) as sub:
+            await sub.connect(f"inproc://{name}")
+            await wait_subscribed(pub, sub)
+            yield pub, sub, events
+
+
 @pytest.fixture
 def slow_disk(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     """Spool writes wait (in their worker thread) until the event is set; 64 KiB
@@ -127,34 +144,30 @@ def slow_disk(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
 
 async def test_pub_with_swap_waits_for_a_slow_disk_instead_of_dropping(slow_disk, tmp_path) -> None:  # type: ignore[no-untyped-def]
     with trio.fail_after(30):
-        async with triomq.open_socket(triomq.PUB, sndhwm=10, swap=10 * 2**20, swap_dir=str(tmp_path)) as pub:
-            await pub.bind("inproc://slow-disk")
-            async with triomq.open_socket(triomq.SUB, subscribe=[b""], rcvhwm=10) as sub:
-                await sub.connect("inproc://slow-disk")
-                await wait_subscribed(pub, sub)
-                sent = 0
-                with pytest.raises(trio.WouldBlock):  # the disk is behind: not dropped, refused
-                    while True:
-                        pub.send_nowait(b"%d:" % sent + b"p" * 1000)
-                        sent += 1
-                assert 20 + 64 <= sent <= 20 + 66  # the queue, then 64 KiB waiting for the disk
-                assert pub.statistics().dropped == 0
-                with pytest.raises(trio.WouldBlock):
-                    pub.send_many_nowait([[b"more"]])
-                accepted = pub.statistics().sent
+        async with swapping_pub(tmp_path, "slow-disk", swap=10 * 2**20) as (pub, sub, _):
+            sent = 0
+            with pytest.raises(trio.WouldBlock):  # the disk is behind: not dropped, refused
+                while True:
+                    pub.send_nowait(b"%d:" % sent + b"p" * 1000)
+                    sent += 1
+            assert 20 + 64 <= sent <= 20 + 66  # the queue, then 64 KiB waiting for the disk
+            assert pub.statistics().dropped == 0
+            with pytest.raises(trio.WouldBlock):
+                pub.send_many_nowait([[b"more"]])
+            accepted = pub.statistics().sent
 
-                async def send_last() -> None:
-                    await pub.send(b"%d:last" % sent)
+            async def send_last() -> None:
+                await pub.send(b"%d:last" % sent)
 
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(send_last)
-                    await trio.testing.wait_all_tasks_blocked()  # the spool is writing (held)
-                    assert pub.statistics().sent == accepted  # the send waits
-                    slow_disk.set()  # the disk catches up: the send goes through
-                assert pub.statistics().dropped == 0
-                for i in range(sent):
-                    assert await sub.recv() == b"%d:" % i + b"p" * 1000
-                assert await sub.recv() == b"%d:last" % sent
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_last)
+                await trio.testing.wait_all_tasks_blocked()  # the spool is writing (held)
+                assert pub.statistics().sent == accepted  # the send waits
+                slow_disk.set()  # the disk catches up: the send goes through
+            assert pub.statistics().dropped == 0
+            for i in range(sent):
+                assert await sub.recv() == b"%d:" % i + b"p" * 1000
+            assert await sub.recv() == b"%d:last" % sent
 
 
 async def test_a_failed_disk_write_loses_nothing_and_the_pub_falls_back_to_dropping(  # type: ignore[no-untyped-def]
@@ -170,26 +183,22 @@ async def test_a_failed_disk_write_loses_nothing_and_the_pub_falls_back_to_dropp
 
     monkeypatch.setattr(_engine_swap, "_append", append)
     with trio.fail_after(30):
-        async with triomq.open_socket(triomq.PUB, sndhwm=10, swap=10 * 2**20, swap_dir=str(tmp_path)) as pub:
-            await pub.bind("inproc://full-disk")
-            async with pub.monitor() as events, triomq.open_socket(triomq.SUB, subscribe=[b""], rcvhwm=10) as sub:
-                await sub.connect("inproc://full-disk")
-                await wait_subscribed(pub, sub)
-                for i in range(100):
-                    pub.send_nowait(b"%d" % i)  # 20 queued, the rest spooled
-                failed = await wait_for_event(events, triomq.SwapFailed)
-                assert "No space left on device" in failed.reason and failed.lost == 0
-                for i in range(100, 150):
-                    pub.send_nowait(b"%d" % i)  # the spool takes no more: a PUB drops
-                assert pub.statistics().dropped == 50
-                assert [await sub.recv() for _ in range(100)] == [b"%d" % i for i in range(100)]
-                # drained: the disk is tried again, and now it works
-                failing = False
-                for i in range(200, 300):
-                    pub.send_nowait(b"%d" % i)
-                assert pub.statistics().dropped == 50
-                assert [await sub.recv() for _ in range(100)] == [b"%d" % i for i in range(200, 300)]
-                assert pub.pattern.pipes[0].spool.swapped > 0  # type: ignore[attr-defined]
+        async with swapping_pub(tmp_path, "full-disk", swap=10 * 2**20) as (pub, sub, events):
+            for i in range(100):
+                pub.send_nowait(b"%d" % i)  # 20 queued, the rest spooled
+            failed = await wait_for_event(events, triomq.SwapFailed)
+            assert "No space left on device" in failed.reason and failed.lost == 0
+            for i in range(100, 150):
+                pub.send_nowait(b"%d" % i)  # the spool takes no more: a PUB drops
+            assert pub.statistics().dropped == 50
+            assert [await sub.recv() for _ in range(100)] == [b"%d" % i for i in range(100)]
+            # drained: the disk is tried again, and now it works
+            failing = False
+            for i in range(200, 300):
+                pub.send_nowait(b"%d" % i)
+            assert pub.statistics().dropped == 50
+            assert [await sub.recv() for _ in range(100)] == [b"%d" % i for i in range(200, 300)]
+            assert pub.pattern.pipes[0].spool.swapped > 0  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -213,46 +222,38 @@ def failing_reads(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
 async def test_a_failed_disk_read_loses_that_file_and_says_so(failing_reads, tmp_path) -> None:  # type: ignore[no-untyped-def]
     written = failing_reads
     with trio.fail_after(30):
-        async with triomq.open_socket(triomq.PUB, sndhwm=10, swap=10 * 2**20, swap_dir=str(tmp_path)) as pub:
-            await pub.bind("inproc://bad-disk")
-            async with pub.monitor() as events, triomq.open_socket(triomq.SUB, subscribe=[b""], rcvhwm=10) as sub:
-                await sub.connect("inproc://bad-disk")
-                await wait_subscribed(pub, sub)
-                for i in range(100):
-                    pub.send_nowait(b"%d" % i)
-                await trio.to_thread.run_sync(written.wait)  # some of it is on disk
-                got = [await sub.recv() for _ in range(20)]  # what was queued
-                failed = await wait_for_event(events, triomq.SwapFailed)
-                assert "Input/output error" in failed.reason and failed.lost > 0
-                while pub.statistics().queued_out:  # what was still in memory
-                    got.append(await sub.recv())
-                numbers = [int(m) for m in got]
-                assert numbers == sorted(set(numbers)) and numbers[:20] == list(range(20))
-                assert len(got) + failed.lost == 100
-                assert pub.statistics().lost == failed.lost
+        async with swapping_pub(tmp_path, "bad-disk", swap=10 * 2**20) as (pub, sub, events):
+            for i in range(100):
+                pub.send_nowait(b"%d" % i)
+            await trio.to_thread.run_sync(written.wait)  # some of it is on disk
+            got = [await sub.recv() for _ in range(20)]  # what was queued
+            failed = await wait_for_event(events, triomq.SwapFailed)
+            assert "Input/output error" in failed.reason and failed.lost > 0
+            while pub.statistics().queued_out:  # what was still in memory
+                got.append(await sub.recv())
+            numbers = [int(m) for m in got]
+            assert numbers == sorted(set(numbers)) and numbers[:20] == list(range(20))
+            assert len(got) + failed.lost == 100
+            assert pub.statistics().lost == failed.lost
 
 
 async def test_send_many_stops_where_the_disk_falls_behind(slow_disk, tmp_path) -> None:  # type: ignore[no-untyped-def]
     with trio.fail_after(30):
-        async with triomq.open_socket(triomq.PUB, sndhwm=10, swap=2**30, swap_dir=str(tmp_path)) as pub:
-            await pub.bind("inproc://slow-batch")
-            async with triomq.open_socket(triomq.SUB, subscribe=[b""], rcvhwm=10) as sub:
-                await sub.connect("inproc://slow-batch")
-                await wait_subscribed(pub, sub)
-                batch = [[b"%d:" % i + b"b" * 10_000] for i in range(1000)]  # 10 MB
-                sent = pub.send_many_nowait(batch)
-                # in one piece the batch would all wait in memory for the disk; it
-                # stops at the limit (give or take a slice), dropping nothing
-                assert 20 < sent < 1000
-                assert pub.statistics().dropped == 0
-                with pytest.raises(trio.WouldBlock):
-                    pub.send_many_nowait(batch[sent:])
-                slow_disk.set()
-                while sent < len(batch):
-                    sent += await pub.send_many(batch[sent:])
-                assert pub.statistics().dropped == 0
-                for i in range(1000):
-                    assert (await sub.recv()).startswith(b"%d:" % i)
+        async with swapping_pub(tmp_path, "slow-batch", swap=2**30) as (pub, sub, _):
+            batch = [[b"%d:" % i + b"b" * 10_000] for i in range(1000)]  # 10 MB
+            sent = pub.send_many_nowait(batch)
+            # in one piece the batch would all wait in memory for the disk; it
+            # stops at the limit (give or take a slice), dropping nothing
+            assert 20 < sent < 1000
+            assert pub.statistics().dropped == 0
+            with pytest.raises(trio.WouldBlock):
+                pub.send_many_nowait(batch[sent:])
+            slow_disk.set()
+            while sent < len(batch):
+                sent += await pub.send_many(batch[sent:])
+            assert pub.statistics().dropped == 0
+            for i in range(1000):
+                assert (await sub.recv()).startswith(b"%d:" % i)
 
 
 async def test_closing_waits_for_an_inproc_peer_to_take_what_is_on_disk(tmp_path) -> None:  # type: ignore[no-untyped-def]
