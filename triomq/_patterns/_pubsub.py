@@ -219,8 +219,8 @@ class XPub(Pub):
             if report:
                 self._last_pipe = pipe
                 self._read_a_report = True
-            elif pipe is not None:
-                pipe.mark_read()
+            if pipe is not None:
+                pipe.mark_read()  # (a report names its subscriber too)
             return msg
         got = self._fq.recv()
         return None if got is None else got[1]
