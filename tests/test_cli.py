@@ -347,6 +347,23 @@ def test_pub_waits_for_peers_then_libzmq_sub_gets_everything(
     assert [sub.recv() for _ in range(20)] == [b"msg %d" % i for i in range(20)]
 
 
+def test_pub_waits_for_subscriptions_not_only_handshakes(
+    start: Callable[..., Proc], zsock: Callable[[int], Any]
+) -> None:
+    """``pub --peers`` waits until its peers have subscribed: a libzmq SUB that
+    connects and never subscribes gets the run timed out, and no message is
+    sent (the tool used to wait 0.1 s after the handshakes and send)."""
+    proc = start("pub", "tcp://127.0.0.1:0", "--peers", "1", "--timeout", "1")
+    (endpoint,) = proc.bound_endpoints()
+    sub = zsock(zmq.SUB)
+    sub.connect(endpoint)
+    proc.communicate(b"lost\n", timeout=10)
+    assert proc.returncode == 1
+    assert "0 of 1 peer(s) subscribed within 1s" in proc.err(), proc.err()
+    sub.subscribe(b"")
+    assert sub.poll(100) == 0
+
+
 def test_dealer_and_router_with_libzmq(
     start: Callable[..., Proc], zsock: Callable[[int], Any]
 ) -> None:

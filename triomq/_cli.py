@@ -32,7 +32,7 @@ from ._engine._monitor import ConnectRetried, HandshakeFailed, HandshakeSucceede
 from ._errors import EndpointError, TriomqError
 from ._options import SocketOptions
 from ._proxy import ProxyControl, proxy
-from ._socket import Socket, open_socket
+from ._socket import PeerInfo, Socket, open_socket
 from ._socket_type import SocketType
 
 PROG = "triomq"
@@ -216,7 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
                 type=_positive_int,
                 metavar="N",
                 default=0,
-                help="wait for N peers to connect before sending (the slow-joiner remedy)",
+                help=(
+                    "wait for N peers to connect before sending"
+                    + (" and subscribe (the slow-joiner remedy)" if name == "pub" else "")
+                ),
             )
         if name == "rep":
             answer = p.add_mutually_exclusive_group()
@@ -740,14 +743,23 @@ def _cmd_cat(args: argparse.Namespace) -> int:
         sys.stdout.buffer, binary=args.binary, delimiter=delimiter, hex_first=hex_first
     )
 
+    kind = SocketType[name.upper()]
+    if kind is SocketType.PUB and (args.peers or args.timeout):
+        # to wait for the peers' subscriptions, not only their handshakes, the
+        # tool publishes through an XPUB, which sees every subscription arrive
+        kind = SocketType.XPUB
+        options["xpub_verbose"] = True
+
     async def command(args: argparse.Namespace, run: _Run) -> None:
         async with (
-            open_socket(SocketType[name.upper()], **options) as sock,
+            open_socket(kind, **options) as sock,
             sock.monitor() as events,
             trio.open_nursery() as nursery,
         ):
             status = _PeerStatus()
             nursery.start_soon(status.watch, events)
+            if kind is SocketType.XPUB:
+                nursery.start_soon(status.watch_subscriptions, sock)
             await _attach(sock, endpoints, args)
             await _ROLE_RUNNERS[name](sock, args, run, reader, writer, status)
             nursery.cancel_scope.cancel()
@@ -761,6 +773,23 @@ class _PeerStatus:
     def __init__(self) -> None:
         self.ever_connected = False
         self.last_problem = ""
+        #: the peers that subscribed (to anything), by identity: two inproc
+        #: peers may have equal PeerInfo
+        self.subscribers: dict[int, PeerInfo] = {}
+        self._subscribed = trio.Event()
+
+    async def watch_subscriptions(self, sock: Socket) -> None:
+        """Read an XPUB's subscription reports (for ever: unread, they would pile up)."""
+        while True:
+            report, peer = await sock.recv_multipart_with_peer()
+            if peer is not None and report[0][:1] == b"\x01":
+                self.subscribers[id(peer)] = peer
+                self._subscribed.set()
+                self._subscribed = trio.Event()
+
+    async def wait_subscribers(self, count: int) -> None:
+        while len(self.subscribers) < count:
+            await self._subscribed.wait()
 
     async def watch(self, events: trio.MemoryReceiveChannel[MonitorEvent]) -> None:
         async for event in events:
@@ -790,14 +819,19 @@ async def _wait_for_peers(
         return
     with trio.move_on_after(args.timeout or float("inf")) as scope:
         await sock.wait_peers(peers)
+        if sock.socket_type is SocketType.XPUB:
+            # (a pub: a subscription travels just after its handshake)
+            await status.wait_subscribers(peers)
     if scope.cancelled_caught:
+        if sock.statistics().peers >= peers:
+            run.fail(
+                f"{len(status.subscribers)} of {peers} peer(s) subscribed within "
+                f"{args.timeout:g}s on {_endpoints_text(args)}"
+            )
         run.fail(
             f"{sock.statistics().peers} of {peers} peer(s) connected within {args.timeout:g}s "
             f"on {_endpoints_text(args)}{status.explain()}"
         )
-    if sock.socket_type is SocketType.PUB:
-        # the peers are connected; give their subscriptions a moment to arrive
-        await trio.sleep(0.1)
 
 
 async def _send_stdin(sock: Socket, reader: MessageReader, count: int | None) -> int:
