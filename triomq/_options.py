@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,64 @@ def _seconds(instance: object, attribute: Any, value: float | None) -> None:
     """A duration in seconds, or None (never, unlimited)."""
     if value is not None:
         _seconds_value(instance, attribute, value)
+
+
+#: the ranges Linux takes for TCP_KEEPIDLE and TCP_KEEPINTVL (seconds) and for
+#: TCP_KEEPCNT: libzmq takes any value at setsockopt and every connection then
+#: fails (a connect retried forever, an accept failed), so they are checked here
+TCP_KEEPALIVE_SECONDS_MAX = 32767
+TCP_KEEPALIVE_CNT_MAX = 127
+
+
+def _leaves_os_default(value: object) -> bool:
+    """-1 (libzmq's spelling) or None: leave the OS default."""
+    return value is None or (not isinstance(value, bool) and isinstance(value, (int, float)) and value == -1)
+
+
+def _tcp_keepalive(instance: object, attribute: Any, value: int | None) -> None:
+    if value is not None and (isinstance(value, float) or not isinstance(value, int)):
+        raise TypeError(f"tcp_keepalive must be -1 (or None), 0 or 1, not {value!r}")
+    if value not in (None, -1, 0, 1):
+        raise ValueError(
+            f"tcp_keepalive must be -1 (or None: the OS default), 0 (off) or 1 (on), not {value!r}"
+        )
+
+
+def _tcp_keepalive_seconds(instance: object, attribute: Any, value: float | None) -> None:
+    """TCP_KEEPIDLE / TCP_KEEPINTVL: whole seconds, as the kernel counts them."""
+    if _leaves_os_default(value):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{attribute.name} must be a number of seconds, not {value!r}")
+    if not math.isfinite(value) or value != int(value):
+        raise ValueError(
+            f"{attribute.name} must be whole seconds (the kernel counts keepalive times in"
+            f" seconds), not {value!r}"
+        )
+    if not 1 <= value <= TCP_KEEPALIVE_SECONDS_MAX:
+        raise ValueError(
+            f"{attribute.name} must be -1 (or None: the OS default) or 1 to"
+            f" {TCP_KEEPALIVE_SECONDS_MAX} seconds, not {value!r}"
+        )
+
+
+def _tcp_keepalive_cnt(instance: object, attribute: Any, value: int | None) -> None:
+    if _leaves_os_default(value):
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"tcp_keepalive_cnt must be a number of probes, not {value!r}")
+    if not 1 <= value <= TCP_KEEPALIVE_CNT_MAX:
+        raise ValueError(
+            f"tcp_keepalive_cnt must be -1 (or None: the OS default) or 1 to"
+            f" {TCP_KEEPALIVE_CNT_MAX} probes, not {value!r}"
+        )
+
+
+def _tos(instance: object, attribute: Any, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"tos must be an int (the IP header's ToS byte), not {value!r}")
+    if not 0 <= value <= 255:
+        raise ValueError(f"tos must be 0 to 255 (the IP header's ToS byte), not {value!r}")
 
 
 def _routing_id(instance: object, attribute: object, value: bytes) -> None:
@@ -116,6 +175,28 @@ class SocketOptions:
     #: CPU spent for latency, as Linux's SO_BUSY_POLL (0 = never; a triomq option)
     busy_poll: float = attrs.field(default=0.0, validator=_seconds_value)
 
+    # --- tcp (tcp:// and tls://, both the connecting and the accepting end)
+    #: TCP keepalives (SO_KEEPALIVE): 1 turns them on, 0 off, -1 (or None)
+    #: leaves the OS default (off on Linux), as libzmq's ZMQ_TCP_KEEPALIVE
+    tcp_keepalive: int | None = attrs.field(default=-1, validator=_tcp_keepalive)
+    #: seconds a connection stays idle before the first keepalive probe
+    #: (TCP_KEEPIDLE; whole seconds, 1 to 32767; -1 or None = the OS default,
+    #: 7200 on Linux). Needs tcp_keepalive 0 or 1, as in libzmq, which ignores
+    #: it otherwise
+    tcp_keepalive_idle: float | None = attrs.field(default=-1, validator=_tcp_keepalive_seconds)
+    #: unanswered probes before the connection is dropped (TCP_KEEPCNT; 1 to
+    #: 127; -1 or None = the OS default, 9 on Linux). Needs tcp_keepalive 0 or 1
+    tcp_keepalive_cnt: int | None = attrs.field(default=-1, validator=_tcp_keepalive_cnt)
+    #: seconds between probes (TCP_KEEPINTVL; whole seconds, 1 to 32767; -1 or
+    #: None = the OS default, 75 on Linux). Needs tcp_keepalive 0 or 1
+    tcp_keepalive_intvl: float | None = attrs.field(default=-1, validator=_tcp_keepalive_seconds)
+    #: the ToS byte of the IP packets of tcp and tls connections (IP_TOS, and
+    #: IPV6_TCLASS on IPv6): DSCP in its upper six bits; the kernel keeps the
+    #: two ECN bits to itself. Set on the listening socket, on each accepted
+    #: one and on each connecting one before it connects, as libzmq's ZMQ_TOS
+    #: (0 = leave the OS default; not used by ipc or epgm)
+    tos: int = attrs.field(default=0, validator=_tos)
+
     # --- heartbeats
     heartbeat_ivl: float | None = attrs.field(default=None, validator=_seconds)
     heartbeat_timeout: float | None = attrs.field(default=None, validator=_seconds)
@@ -173,3 +254,18 @@ class SocketOptions:
     swap: int = attrs.field(default=0, validator=_count)
     #: where the swap's files go, in a fresh directory (None = the system's temporary directory)
     swap_dir: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if _leaves_os_default(self.tcp_keepalive):
+            tuned = [
+                name
+                for name in ("tcp_keepalive_idle", "tcp_keepalive_cnt", "tcp_keepalive_intvl")
+                if not _leaves_os_default(getattr(self, name))
+            ]
+            if tuned:
+                # libzmq takes them and silently sets nothing: keepalives stay off
+                raise ValueError(
+                    f"{', '.join(tuned)} {'has' if len(tuned) == 1 else 'have'} no effect"
+                    " unless tcp_keepalive is set: pass tcp_keepalive=1 to turn TCP"
+                    " keepalives on (libzmq ignores them with ZMQ_TCP_KEEPALIVE -1)"
+                )
