@@ -222,7 +222,7 @@ class Socket(trio.abc.AsyncResource):
         try:
             bound = await listen(
                 ep, backlog=self.options.backlog, ipv6=self.options.ipv6,
-                ssl_context=self.options.ssl_context,
+                ssl_context=self.options.ssl_context, tos=self.options.tos,
             )
         except EndpointError as exc:
             self.emit(BindFailed(endpoint, str(exc)))

@@ -56,7 +56,8 @@ async def run_dialer(
         while True:
             try:
                 stream = await open_stream(
-                    endpoint, ssl_context=options.ssl_context, tls_hostname=options.tls_hostname
+                    endpoint, ssl_context=options.ssl_context, tls_hostname=options.tls_hostname,
+                    tos=options.tos,
                 )
             except (OSError, trio.BrokenResourceError) as exc:
                 reason = _describe(exc)

@@ -23,7 +23,7 @@ from .._errors import (
     ProtocolError,
     TriomqError,
 )
-from .._transports._stream import set_buffers, tls_failure
+from .._transports._stream import set_buffers, tls_failure, tune_tcp
 from .._zmtp._connection import ZMTPConnection
 from .._zmtp._events import (
     NEED_DATA,
@@ -240,7 +240,16 @@ async def run_stream_session(
     None and a pipe is made once the handshake succeeds.
     """
     try:
-        set_buffers(stream, sndbuf=core.options.sndbuf, rcvbuf=core.options.rcvbuf)
+        options = core.options
+        set_buffers(stream, sndbuf=options.sndbuf, rcvbuf=options.rcvbuf)
+        tune_tcp(
+            stream,
+            keepalive=options.tcp_keepalive,
+            idle=options.tcp_keepalive_idle,
+            cnt=options.tcp_keepalive_cnt,
+            intvl=options.tcp_keepalive_intvl,
+            tos=options.tos,
+        )
         try:
             conn = core.make_connection(accepted=pipe is None)
             timeout = core.options.handshake_ivl

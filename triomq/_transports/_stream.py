@@ -96,10 +96,92 @@ def set_buffers(stream: trio.abc.Stream, *, sndbuf: int | None, rcvbuf: int | No
                 logger.info("could not set a connection's buffer size to %d: %s", value, exc)
 
 
+#: TCP_KEEPIDLE is TCP_KEEPALIVE on macOS (as in libzmq's tcp.cpp)
+_TCP_KEEPIDLE: int | None = getattr(stdlib_socket, "TCP_KEEPIDLE", None) or getattr(
+    stdlib_socket, "TCP_KEEPALIVE", None
+)
+_TCP_KEEPCNT: int | None = getattr(stdlib_socket, "TCP_KEEPCNT", None)
+_TCP_KEEPINTVL: int | None = getattr(stdlib_socket, "TCP_KEEPINTVL", None)
+_IP_FAMILIES = (stdlib_socket.AF_INET, stdlib_socket.AF_INET6)
+
+
+def _os_default(value: float | None) -> bool:
+    return value is None or value == -1
+
+
+def set_tos(sock: Any, tos: int) -> None:
+    """Set the ToS byte of *sock*'s packets (the ``tos`` option; 0 leaves it).
+
+    As libzmq's ``set_ip_type_of_service``: IP_TOS, and IPV6_TCLASS as well on
+    an IPv6 socket (IP_TOS then covers IPv4-mapped peers). A refusal by the
+    kernel is logged and ignored.
+    """
+    if not tos:
+        return
+    settings = [(stdlib_socket.IPPROTO_IP, stdlib_socket.IP_TOS)]
+    if sock.family == stdlib_socket.AF_INET6 and hasattr(stdlib_socket, "IPV6_TCLASS"):
+        settings.append((stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_TCLASS))
+    for level, option in settings:
+        try:
+            sock.setsockopt(level, option, tos)
+        except OSError as exc:
+            logger.warning("could not set a tcp socket's ToS to %#x: %s", tos, exc)
+
+
+def tune_tcp(
+    stream: trio.abc.Stream,
+    *,
+    keepalive: int | None,
+    idle: float | None,
+    cnt: int | None,
+    intvl: float | None,
+    tos: int,
+) -> None:
+    """Apply the tcp options to a tcp or tls connection (an ipc one is left alone).
+
+    As libzmq's ``tune_tcp_keepalives``: with *keepalive* -1 (or None) nothing
+    is set; with 0 or 1, SO_KEEPALIVE is set to it and each of *idle*, *cnt*,
+    *intvl* that is not -1 (or None) too. *tos* as :func:`set_tos`. The values
+    are checked by SocketOptions; a refusal by the kernel (a platform without
+    the option) is logged and ignored, where libzmq fails the connection.
+    """
+    if _os_default(keepalive) and not tos:
+        return
+    sock = _socket_of(stream)
+    if sock is None or sock.family not in _IP_FAMILIES:
+        return
+    set_tos(sock, tos)
+    if _os_default(keepalive):
+        return
+    settings = [
+        (stdlib_socket.SOL_SOCKET, stdlib_socket.SO_KEEPALIVE, "SO_KEEPALIVE", keepalive),
+        (stdlib_socket.IPPROTO_TCP, _TCP_KEEPIDLE, "TCP_KEEPIDLE", idle),
+        (stdlib_socket.IPPROTO_TCP, _TCP_KEEPCNT, "TCP_KEEPCNT", cnt),
+        (stdlib_socket.IPPROTO_TCP, _TCP_KEEPINTVL, "TCP_KEEPINTVL", intvl),
+    ]
+    for level, option, name, value in settings:
+        if value is None or value == -1:
+            continue
+        if option is None:
+            logger.warning("cannot set %s to %s: this platform has no such option", name, value)
+            continue
+        try:
+            sock.setsockopt(level, option, int(value))
+        except OSError as exc:
+            logger.warning("could not set %s to %s on a tcp connection: %s", name, value, exc)
+
+
 async def open_stream(
-    endpoint: Endpoint, *, ssl_context: ssl.SSLContext | None = None, tls_hostname: str | None = None
+    endpoint: Endpoint,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    tls_hostname: str | None = None,
+    tos: int = 0,
 ) -> trio.abc.Stream:
     """Connect to *endpoint*.
+
+    A tcp or tls socket gets the ToS byte *tos* (0 = none) before it connects,
+    as in libzmq, so that the handshake's packets carry it too.
 
     Raises:
         OSError: the connection failed (the dialer retries), including a host
@@ -115,8 +197,8 @@ async def open_stream(
         if endpoint.scheme == "ipc":
             return await trio.open_unix_socket(_ipc_address(endpoint.path))
         stream: trio.abc.Stream
-        if endpoint.source is not None:
-            stream = await _open_tcp_from(endpoint.source, host, endpoint.port)
+        if endpoint.source is not None or tos:
+            stream = await _open_tcp_in_turn(host, endpoint.port, source=endpoint.source, tos=tos)
         else:
             stream = await trio.open_tcp_stream(host, endpoint.port)
     except ValueError as exc:
@@ -135,21 +217,25 @@ async def open_stream(
     return stream
 
 
-async def _open_tcp_from(source: str, host: str, port: int) -> trio.SocketStream:
-    """Connect to (*host*, *port*) from the local address *source* (``host:port``,
-    port 0 for any), as libzmq does for ``tcp://source;host:port``: the socket is
-    bound to it before it connects. Each of *host*'s addresses is tried in turn
-    (no happy eyeballs: a source address has one family anyway).
+async def _open_tcp_in_turn(host: str, port: int, *, source: str | None, tos: int) -> trio.SocketStream:
+    """Connect to (*host*, *port*) with a socket set up before it connects, which
+    trio.open_tcp_stream cannot do: bound to the local address *source*
+    (``host:port``, port 0 for any), as libzmq does for ``tcp://source;host:port``,
+    and with the ToS byte *tos* (0 = none). Each of *host*'s addresses is tried
+    in turn (no happy eyeballs: a source address has one family anyway, and
+    libzmq tries one address).
     """
-    source_host, source_port = split_source(source)
+    local = split_source(source) if source is not None else None
     targets = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_STREAM)
     error: OSError | None = None
     for family, type_, proto, _, sockaddr in targets:
         sock = trio.socket.socket(family, type_, proto)
         try:
-            if source_port:
-                sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
-            await sock.bind((source_host, source_port))
+            set_tos(sock, tos)
+            if local is not None:
+                if local[1]:
+                    sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+                await sock.bind(local)
             await sock.connect(sockaddr)
         except OSError as exc:
             sock.close()
@@ -212,8 +298,13 @@ async def listen(
     backlog: int = 100,
     ipv6: bool = False,
     ssl_context: ssl.SSLContext | None = None,
+    tos: int = 0,
 ) -> BoundListener:
     """Listen on *endpoint*; the result carries the resolved endpoint (the real port).
+
+    A tcp or tls listening socket gets the ToS byte *tos* (0 = none) before it
+    binds, as in libzmq: its handshake replies carry it (and, on Linux, the
+    sockets it accepts inherit it; the session sets it on them too).
 
     Raises:
         EndpointError: the address cannot be bound (in use, no such interface).
@@ -223,7 +314,7 @@ async def listen(
     try:
         if endpoint.scheme == "ipc":
             return await _listen_ipc(endpoint, backlog)
-        return await _listen_tcp(endpoint, backlog, ipv6, ssl_context)
+        return await _listen_tcp(endpoint, backlog, ipv6, ssl_context, tos)
     except EndpointError:
         raise
     except (OSError, ValueError) as exc:
@@ -234,18 +325,18 @@ async def listen(
 
 
 async def _listen_tcp(
-    endpoint: Endpoint, backlog: int, ipv6: bool, ssl_context: ssl.SSLContext | None
+    endpoint: Endpoint, backlog: int, ipv6: bool, ssl_context: ssl.SSLContext | None, tos: int
 ) -> BoundListener:
     host = endpoint.host
     listener: trio.SocketListener | None = None
     if host == "*" and ipv6:
-        listener = await _listen_dual_stack(endpoint.port, backlog)
+        listener = await _listen_dual_stack(endpoint.port, backlog, tos)
     if listener is None:
         if host == "*":
             host = "0.0.0.0"
         elif host == "localhost":
             host = "127.0.0.1"
-        listener = await _listen_first(host, endpoint.port, backlog, ipv6)
+        listener = await _listen_first(host, endpoint.port, backlog, ipv6, tos)
     sockname = listener.socket.getsockname()
     bound_host = endpoint.host if endpoint.host != "*" else sockname[0]
     # (a source address means nothing to a bind: libzmq binds the host part)
@@ -257,7 +348,7 @@ async def _listen_tcp(
     return BoundListener([listener], resolved)
 
 
-async def _listen_first(host: str, port: int, backlog: int, ipv6: bool) -> trio.SocketListener:
+async def _listen_first(host: str, port: int, backlog: int, ipv6: bool, tos: int) -> trio.SocketListener:
     """Listen on the first address *host* resolves to, as libzmq does.
 
     libzmq binds one address per bind. trio.open_tcp_listeners binds every
@@ -272,10 +363,10 @@ async def _listen_first(host: str, port: int, backlog: int, ipv6: bool) -> trio.
     if not ipv6:
         infos.sort(key=lambda info: info[0] != stdlib_socket.AF_INET)  # (stable)
     family, type_, proto, _, sockaddr = infos[0]
-    return await _listen_socket(family, type_, proto, sockaddr, backlog, v6only=True)
+    return await _listen_socket(family, type_, proto, sockaddr, backlog, v6only=True, tos=tos)
 
 
-async def _listen_dual_stack(port: int, backlog: int) -> trio.SocketListener | None:
+async def _listen_dual_stack(port: int, backlog: int, tos: int) -> trio.SocketListener | None:
     """``tcp://*`` with ``ipv6=True``: one IPv6 socket that takes IPv4 clients too.
 
     libzmq clears IPV6_V6ONLY on its wildcard socket, so IPv4 clients reach it
@@ -285,7 +376,8 @@ async def _listen_dual_stack(port: int, backlog: int) -> trio.SocketListener | N
     """
     try:
         return await _listen_socket(
-            stdlib_socket.AF_INET6, stdlib_socket.SOCK_STREAM, 0, ("::", port), backlog, v6only=False
+            stdlib_socket.AF_INET6, stdlib_socket.SOCK_STREAM, 0, ("::", port), backlog,
+            v6only=False, tos=tos,
         )
     except OSError as exc:
         if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
@@ -295,16 +387,17 @@ async def _listen_dual_stack(port: int, backlog: int) -> trio.SocketListener | N
 
 
 async def _listen_socket(
-    family: int, type_: int, proto: int, sockaddr: Any, backlog: int, *, v6only: bool
+    family: int, type_: int, proto: int, sockaddr: Any, backlog: int, *, v6only: bool, tos: int
 ) -> trio.SocketListener:
     """A listening socket, set up as trio.open_tcp_listeners does (SO_REUSEADDR,
     so that a restarted server can bind at once) but for IPV6_V6ONLY, which is
-    the caller's choice."""
+    the caller's choice, and with the ToS byte *tos* (0 = none)."""
     sock = trio.socket.socket(family, type_, proto)
     try:
         sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
         if family == stdlib_socket.AF_INET6:
             sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, int(v6only))
+        set_tos(sock, tos)
         await sock.bind(sockaddr)
         sock.listen(backlog)
     except BaseException:
