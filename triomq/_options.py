@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 from attrs import validators as v
 
+from ._socket_type import SocketType
 from ._zmtp._commands import encode_metadata
 from ._zmtp._connection import MAX_METADATA_SIZE
 
@@ -207,6 +208,12 @@ class SocketOptions:
     req_relaxed: bool = True
     router_mandatory: bool = False
     router_handover: bool = False
+    #: send an empty message first on every new connection, accepted or made
+    #: (also after a reconnect), so that a ROUTER peer learns of us at once
+    #: (ROUTER, DEALER and REQ only). It comes before anything already queued
+    #: and does not count against sndhwm. The peer must filter such messages:
+    #: a ROUTER receives ``[routing id, b""]``, a DEALER ``[b""]``
+    probe_router: bool = attrs.field(default=False, validator=v.instance_of(bool))
 
     # --- publish-subscribe
     xpub_verbose: bool = False
@@ -269,3 +276,20 @@ class SocketOptions:
                     " unless tcp_keepalive is set: pass tcp_keepalive=1 to turn TCP"
                     " keepalives on (libzmq ignores them with ZMQ_TCP_KEEPALIVE -1)"
                 )
+
+
+#: the socket types that may set probe_router (libzmq: ROUTER, DEALER and REQ,
+#: and REP, whose probes no peer can use)
+_PROBING_TYPES = (SocketType.ROUTER, SocketType.DEALER, SocketType.REQ)
+
+
+def check_options_for_type(socket_type: SocketType, options: SocketOptions) -> None:
+    """Options that only some socket types take, checked when the socket is made.
+
+    Raises:
+        ValueError: an option set on a socket type it does not apply to.
+    """
+    if options.probe_router and socket_type not in _PROBING_TYPES:
+        raise ValueError(
+            f"probe_router applies to ROUTER, DEALER and REQ sockets, not {socket_type.name}"
+        )

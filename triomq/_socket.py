@@ -43,7 +43,7 @@ from ._engine._pipe import Lender, MessageQueue, Pipe
 from ._engine._swap import Spool, SwapBudget
 from ._errors import EndpointError, StateError, TriomqError
 from ._mechanisms._select import check_security_options
-from ._options import SocketOptions
+from ._options import SocketOptions, check_options_for_type
 from ._patterns import make_pattern
 from ._patterns._base import Msg
 from ._patterns._pubsub import Sub, XPub
@@ -156,6 +156,7 @@ class Socket(trio.abc.AsyncResource):
 
     def __init__(self, socket_type: SocketType, options: SocketOptions, nursery: trio.Nursery) -> None:
         check_security_options(options)  # bad keys fail here, not in a connection task
+        check_options_for_type(socket_type, options)
         self.socket_type = socket_type
         self.options = options
         self._nursery = nursery

@@ -166,6 +166,11 @@ def _join(conn_core: InprocCore, conn_pipe: Pipe, bind_core: InprocCore, name: s
         bind_core.pipe_subscription(bind_pipe, topic, True)
     for topic in bind_core.initial_subscriptions():
         conn_core.pipe_subscription(conn_pipe, topic, True)
+    # probe_router: an empty message, ahead of what was queued before the join
+    if c_opts.probe_router:
+        conn_pipe.outq.unget([b""])
+    if b_opts.probe_router:
+        bind_pipe.outq.unget([b""])
     # messages queued before the bind are there to read now
     if bind_pipe.inq:
         bind_core.wake_receivers()

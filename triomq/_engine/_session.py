@@ -133,6 +133,17 @@ class PongCommand:
     context: bytes
 
 
+@attrs.frozen
+class _Probe:
+    """The empty message a ``probe_router`` socket sends first on each
+    connection. A control item, not a message: if the connection ends before
+    it is written it goes with it (the next connection sends its own), and it
+    counts neither against sndhwm nor as a message sent."""
+
+
+_PROBE = _Probe()
+
+
 class _PeerClosed(HandshakeError):
     """The peer hung up during the handshake (a FailureKind.CLOSED failure): a kind
     carried by the exception, not read from its text, which may be the peer's."""
@@ -414,6 +425,10 @@ class _Session:
         # subscriptions go first, then anything queued while disconnected
         for topic in reversed(self.core.initial_subscriptions()):
             pipe.outq.unget(SubscriptionCommand(topic, True))
+        if self.core.options.probe_router:
+            # before all else, on every connection (libzmq's goes with the pipe,
+            # once per connect(): a peer that restarts never hears it again)
+            pipe.outq.unget(_PROBE)
         pipe.link = self
         if self._fd >= 0 and self._receives:
             pipe.lender = self
@@ -884,6 +899,8 @@ class _Session:
             return conn.encode_pong(item.context)
         if isinstance(item, PingCommand):
             return conn.encode_ping(item.ttl, item.context)
+        if item is _PROBE:
+            return conn.encode_message((b"",))
         raise AssertionError(f"unknown control item {item!r}")
 
     async def _heartbeat_loop(self) -> None:

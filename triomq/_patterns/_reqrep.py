@@ -142,7 +142,8 @@ class Req(Dealer):
                     continue
                 body = msg[2:]
             else:
-                if msg[0] != b"":
+                # (a lone b"" is no reply: a probe_router ROUTER's first message)
+                if len(msg) < 2 or msg[0] != b"":
                     self.stale_replies += 1
                     continue
                 body = msg[1:]
