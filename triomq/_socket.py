@@ -47,6 +47,7 @@ from ._options import SocketOptions, check_options_for_type
 from ._patterns import make_pattern
 from ._patterns._base import Msg
 from ._patterns._pubsub import Sub, XPub
+from ._patterns._reqrep import Router
 from ._socket_type import SocketType
 from ._transports._stream import check_ssl_context, listen
 from ._zmtp._connection import ZMTPConnection
@@ -279,18 +280,31 @@ class Socket(trio.abc.AsyncResource):
             for each in [bind, *bind.replaced]:
                 await each.closed.wait()  # the address is free when unbind returns
 
-    async def connect(self, endpoint: str) -> None:
+    async def connect(self, endpoint: str, *, routing_id: bytes | None = None) -> None:
         """Connect to *endpoint* in the background, and reconnect whenever the connection drops.
 
         Returns at once: messages sent before the peer is there are queued (up to
         sndhwm). A checkpoint.
 
+        Args:
+            routing_id: ROUTER only: the routing id this socket gives the peer
+                of this connect (libzmq's ``ZMQ_CONNECT_ROUTING_ID``), in
+                place of the one the peer announces or one made up. Messages
+                to it may be sent at once: they queue until the connection is
+                made (unless ``immediate``), and across reconnects, whoever
+                answers at *endpoint*. The peer does not see it.
+
         Raises:
             EndpointError: malformed endpoint.
-            StateError: a PAIR socket that already has its peer.
+            StateError: a PAIR socket that already has its peer, or a
+                *routing_id* that a peer of this ROUTER already has.
+            ValueError: *routing_id* on a socket that is not a ROUTER, or empty.
+            TypeError: *routing_id* is not bytes.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
+        if routing_id is not None:
+            self._check_connect_routing_id(routing_id)
         ep = parse_endpoint(endpoint)
         if ep.scheme == "epgm":
             await self._connect_multicast(ep)
@@ -303,6 +317,8 @@ class Socket(trio.abc.AsyncResource):
         if ep.scheme in ("tcp", "tls") and ep.host == "*":
             raise EndpointError(f"cannot connect to a wildcard address: {endpoint}")
         pipe = self.new_pipe(name, persistent=True)
+        if routing_id:
+            pipe.connect_routing_id = routing_id
         if not self._attach(pipe):
             raise StateError(f"a {self.socket_type.name} socket takes one peer only")
         if ep.scheme == "inproc":
@@ -318,6 +334,18 @@ class Socket(trio.abc.AsyncResource):
             self.drop_pipe(pipe)
             raise
         self._connects[name] = _Connect(name, pipe, scope)
+
+    def _check_connect_routing_id(self, routing_id: bytes) -> None:
+        if not isinstance(routing_id, bytes):
+            raise TypeError(f"routing_id must be bytes, not {type(routing_id).__name__}")
+        pattern = self.pattern
+        if not isinstance(pattern, Router):
+            raise ValueError(f"connect(routing_id=...) is for ROUTER sockets, not {self.socket_type.name}")
+        if not routing_id:
+            raise ValueError("routing_id must not be empty")
+        if pattern.routing_id_in_use(routing_id):
+            # (libzmq asserts, and aborts the process)
+            raise StateError(f"routing id {routing_id!r} is already in use on this ROUTER")
 
     async def disconnect(self, endpoint: str) -> None:
         """Stop connecting to *endpoint*. A checkpoint.
@@ -1026,7 +1054,8 @@ class Socket(trio.abc.AsyncResource):
             return "socket closed"
         if not pipe.persistent and pipe not in self._pipes and not self._attach(pipe):
             return f"{self.socket_type.name} socket already has a peer"
-        pipe.routing_id = handshake.peer_routing_id
+        # (a ROUTER's connect(routing_id=...) names the peer itself, whoever it is)
+        pipe.routing_id = pipe.connect_routing_id or handshake.peer_routing_id
         pipe.peer_metadata = handshake.peer_metadata
         refusal = self.pattern.connected(pipe)
         if refusal is not None:

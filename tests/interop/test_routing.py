@@ -1,5 +1,8 @@
-"""PROBE_ROUTER between triomq and libzmq: triomq's ``probe_router`` option
-against libzmq's ``ZMQ_PROBE_ROUTER``, both ways."""
+"""PROBE_ROUTER and CONNECT_ROUTING_ID between triomq and libzmq.
+
+triomq's ``probe_router`` option and ``connect(routing_id=...)`` against
+libzmq's ``ZMQ_PROBE_ROUTER`` and ``ZMQ_CONNECT_ROUTING_ID``, both ways.
+"""
 
 from __future__ import annotations
 
@@ -133,3 +136,54 @@ async def test_triomq_probes_a_restarted_libzmq_router(peers: Any, transport: st
             assert await peers.z(restarted.recv_multipart) == [b"tri", b""]
             await peers.z(restarted.send_multipart, [b"tri", b"welcome back"])
             assert await dealer.recv() == b"welcome back"
+
+
+# ---------------------------------------------------------------- CONNECT_ROUTING_ID
+
+
+async def test_triomq_router_names_a_libzmq_dealer(peers: Any) -> None:
+    """triomq's connect(routing_id=...) against a libzmq DEALER that announces its
+    own Identity: the name given wins, and is routable before the connection."""
+    with trio.fail_after(TEST_TIMEOUT):
+        dealer = peers.zsocket(zmq.DEALER, ROUTING_ID=b"its own")
+        endpoint = await peers.z(peers.zbind, dealer)
+        async with triomq.open_socket(triomq.ROUTER, router_mandatory=True, linger=0) as router:
+            await router.connect(endpoint, routing_id=b"chosen")
+            await router.send_multipart([b"chosen", b"hello"])
+            assert await peers.z(dealer.recv) == b"hello"
+            await peers.z(dealer.send, b"back")
+            assert await router.recv_multipart() == [b"chosen", b"back"]
+            with pytest.raises(triomq.HostUnreachable):
+                await router.send_multipart([b"its own", b"x"])
+
+
+async def test_triomq_router_names_a_libzmq_router(peers: Any) -> None:
+    """ROUTER to ROUTER: the triomq side sends first; libzmq sees its routing_id."""
+    with trio.fail_after(TEST_TIMEOUT):
+        server = peers.zsocket(zmq.ROUTER)
+        endpoint = await peers.z(peers.zbind, server)
+        async with triomq.open_socket(triomq.ROUTER, routing_id=b"client", linger=0) as client:
+            await client.connect(endpoint, routing_id=b"server")
+            await client.send_multipart([b"server", b"hello"])
+            assert await peers.z(server.recv_multipart) == [b"client", b"hello"]
+            await peers.z(server.send_multipart, [b"client", b"hello yourself"])
+            assert await client.recv_multipart() == [b"server", b"hello yourself"]
+
+
+@pytest.mark.parametrize("tri_type", [triomq.ROUTER, triomq.DEALER])
+async def test_libzmq_connect_routing_id_to_triomq(peers: Any, tri_type: triomq.SocketType) -> None:
+    """libzmq's ZMQ_CONNECT_ROUTING_ID names a triomq peer (whose own routing_id
+    then does not matter); a triomq ROUTER sees the libzmq ROUTER's ROUTING_ID."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with triomq.open_socket(tri_type, routing_id=b"tri", linger=0) as tsock:
+            endpoint = await tsock.bind(peers.endpoint())
+            client = peers.zsocket(zmq.ROUTER, ROUTING_ID=b"zmq", CONNECT_ROUTING_ID=b"named")
+            await peers.z(client.connect, endpoint)
+            await peers.z(client.send_multipart, [b"named", b"hello"])
+            if tri_type is triomq.ROUTER:
+                assert await tsock.recv_multipart() == [b"zmq", b"hello"]
+                await tsock.send_multipart([b"zmq", b"back"])
+            else:
+                assert await tsock.recv() == b"hello"
+                await tsock.send(b"back")
+            assert await peers.z(client.recv_multipart) == [b"named", b"back"]

@@ -176,6 +176,8 @@ class Pipe:
     endpoint: str
     persistent: bool = False
     routing_id: bytes = b""
+    #: the routing id a ROUTER's connect(routing_id=...) gave this pipe (b"": none)
+    connect_routing_id: bytes = b""
     connected: bool = False
     terminating: bool = False
     link: PipeLink | None = None

@@ -22,8 +22,13 @@ class PipeLike(Protocol):
 
     #: the peer's routing id, known once the handshake completes (ROUTER uses it)
     routing_id: bytes
+    #: a routing id fixed by the connecting ROUTER itself (connect(routing_id=...)),
+    #: which the pipe keeps across reconnects; b"" if none
+    connect_routing_id: bytes
     #: True once the peer's handshake completed (``immediate`` sockets only use these)
     connected: bool
+    #: the peer is gone for good: the pipe only yields what it already received
+    terminating: bool
     #: the peer receives the very message objects written here (inproc): a
     #: message for several peers must give each of these its own copy
     hands_over: bool

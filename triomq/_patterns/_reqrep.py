@@ -231,7 +231,12 @@ class Rep(Pattern):
 
 
 class Router(Pattern):
-    """Prefixes received messages with the peer's routing id; routes sent ones by it."""
+    """Prefixes received messages with the peer's routing id; routes sent ones by it.
+
+    A pipe with a ``connect_routing_id`` (``connect(ep, routing_id=...)``) is
+    routable by it from the start, as libzmq's ZMQ_CONNECT_ROUTING_ID: messages
+    queue for it while it connects or reconnects (unless ``immediate``).
+    """
 
     _fq: FairQueue
 
@@ -247,11 +252,20 @@ class Router(Pattern):
 
     def attach(self, pipe: PipeLike) -> bool:
         self._fq.attach(pipe)
+        rid = pipe.connect_routing_id
+        if rid:
+            # (the socket checked that no one has it: routing_id_in_use)
+            pipe.routing_id = rid
+            self._by_id[rid] = pipe
         return True
 
     def detach(self, pipe: PipeLike) -> None:
         self._fq.detach(pipe)
         self._forget(pipe)
+
+    def routing_id_in_use(self, rid: bytes) -> bool:
+        """A peer (or a connect's pipe) has *rid*."""
+        return rid in self._by_id
 
     def _forget(self, pipe: PipeLike) -> None:
         if self._by_id.get(pipe.routing_id) is pipe:
@@ -275,7 +289,10 @@ class Router(Pattern):
             if not self.options.router_handover:
                 return f"routing id {rid!r} is already in use"
             # handover, as libzmq: the old connection ends; what it sent before
-            # is still read, under a new id, and nothing goes to it any more
+            # is still read, under a new id, and nothing goes to it any more.
+            # An id a connect() gave is lost with it, as libzmq's: that connect
+            # takes its peer's own id from its next connection on
+            old.connect_routing_id = b""
             old.routing_id = self._generate_id()
             self._by_id[old.routing_id] = old
             self._by_id[rid] = pipe
@@ -285,13 +302,17 @@ class Router(Pattern):
         return None
 
     def disconnected(self, pipe: PipeLike) -> None:
+        if pipe.connect_routing_id and not pipe.terminating:
+            return  # it reconnects under the same id: messages queue meanwhile
         self._forget(pipe)
 
     def send(self, msg: Msg) -> bool:
         if len(msg) < 2:
             raise StateError("ROUTER messages start with a routing id frame, then the body")
         pipe = self._by_id.get(msg[0])
-        if pipe is None or not pipe.connected:
+        if pipe is None or (
+            not pipe.connected and (not pipe.connect_routing_id or self.options.immediate)
+        ):
             if self.options.router_mandatory:
                 raise HostUnreachable(f"no peer with routing id {msg[0]!r}")
             self.unroutable += 1
