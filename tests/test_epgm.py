@@ -281,6 +281,24 @@ async def test_topic_filtering() -> None:
                 assert await only_a.recv_multipart() == sentinel
 
 
+async def test_a_conflating_subscriber_keeps_the_latest_message_it_wants() -> None:
+    """Over multicast the publisher cannot filter: a message the subscriber does
+    not want must not push the one it wants out of its conflating queue."""
+    with trio.fail_after(20):
+        ep = fresh_endpoint()
+        async with triomq.open_socket(triomq.PUB, rate=50_000) as pub:
+            await pub.bind(ep)
+            async with receivers(ep, 1, rate=50_000, subscribe=[b"A"], conflate=True) as (sub,):
+                for i in range(1, 501):
+                    await pub.send_multipart([b"A%d" % i, b"x" * (i % 300)])
+                    await pub.send(b"B%d" % i)
+                # every message came (PGM delivers them all, in order)
+                while sub.peer_statistics()[0].received < 1000:
+                    await trio.sleep(0.001)
+                assert sub.recv_many_nowait() == [[b"A500", b"x" * 200]]
+                assert sub.statistics().conflated == 499
+
+
 async def test_rate_limits_the_sender() -> None:
     with trio.fail_after(10):
         ep = fresh_endpoint()

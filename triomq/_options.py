@@ -90,6 +90,12 @@ def _tos(instance: object, attribute: Any, value: int) -> None:
         raise ValueError(f"tos must be 0 to 255 (the IP header's ToS byte), not {value!r}")
 
 
+def _flag(instance: object, attribute: Any, value: bool) -> None:
+    """True or False (libzmq refuses other values too)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{attribute.name} must be True or False, not {value!r}")
+
+
 def _routing_id(instance: object, attribute: object, value: bytes) -> None:
     # (it may start with a zero byte, as libzmq 4.3's ZMQ_ROUTING_ID may; the
     # ids a ROUTER makes up start with one, and a peer's may then clash with one)
@@ -135,6 +141,12 @@ class SocketOptions:
     sndhwm: int = attrs.field(default=1000, validator=_count)
     #: messages queued per incoming pipe before the reader stops reading (0 = unlimited)
     rcvhwm: int = attrs.field(default=1000, validator=_count)
+    #: keep only the latest message in each queue, both ways: a newer message
+    #: replaces the one waiting (counted in ``statistics().conflated``), and
+    #: sndhwm/rcvhwm do not apply. On PUSH, PULL, DEALER, PUB and SUB; the other
+    #: types ignore it, as libzmq's do. Whole messages are kept (libzmq keeps
+    #: the last frame). Not with ``swap`` (see "Flow control")
+    conflate: bool = attrs.field(default=False, validator=_flag)
     #: how long closing waits for queued messages to be sent (None = until sent,
     #: 0 = drop). Defaults to None, but to 0 for SUB and XSUB (as libzmq)
     linger: float | None = attrs.field(default=None, validator=_seconds)
@@ -276,6 +288,11 @@ class SocketOptions:
                     " unless tcp_keepalive is set: pass tcp_keepalive=1 to turn TCP"
                     " keepalives on (libzmq ignores them with ZMQ_TCP_KEEPALIVE -1)"
                 )
+        if self.conflate and self.swap:
+            raise ValueError(
+                "conflate and swap cannot be combined: conflate keeps one message"
+                " per queue, swap spills full queues to disk"
+            )
 
 
 #: the socket types that may set probe_router (libzmq: ROUTER, DEALER and REQ,

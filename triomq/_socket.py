@@ -39,7 +39,7 @@ from ._engine._monitor import (
     SwapFailed,
 )
 from ._engine._pgm_engine import multicast_role, run_multicast
-from ._engine._pipe import Lender, MessageQueue, Pipe
+from ._engine._pipe import ConflatingQueue, Lender, MessageQueue, Pipe
 from ._engine._swap import Spool, SwapBudget
 from ._errors import EndpointError, StateError, TriomqError
 from ._mechanisms._select import check_security_options
@@ -82,6 +82,9 @@ class SocketStatistics:
     lost: int
     #: messages spilled to the disk swap and not yet sent
     spooled: int = 0
+    #: messages a newer one replaced in a queue, either way (the ``conflate``
+    #: option; not counted in ``dropped``, and no MessagesDropped events)
+    conflated: int = 0
 
 
 @attrs.frozen
@@ -119,6 +122,8 @@ class PeerStatistics:
     dropped: int
     #: messages lost when its connection broke, or at close
     lost: int
+    #: messages a newer one replaced in its queues, either way (``conflate``)
+    conflated: int = 0
 
 
 @attrs.define(eq=False, slots=True)
@@ -182,6 +187,9 @@ class Socket(trio.abc.AsyncResource):
         self._sent = 0
         self._received = 0
         self._lost_detached = 0
+        self._conflated_detached = 0
+        #: the conflate option, on a socket type it acts on (as libzmq's)
+        self.conflate = options.conflate and socket_type in _CONFLATING
         #: disconnect() calls waiting for a pipe to be written out
         self._flushing = 0
         #: set once the socket is closed (a proxy watches its sockets with it)
@@ -674,6 +682,7 @@ class Socket(trio.abc.AsyncResource):
                 queued_in=len(p.inq),
                 dropped=dropped_by_pipe.get(p, 0),
                 lost=p.lost + (p.spool.lost if p.spool is not None else 0),
+                conflated=p.outq.replaced + p.inq.replaced,
             )
             for p in self._pipes
         ]
@@ -889,6 +898,7 @@ class Socket(trio.abc.AsyncResource):
             lost=self._lost_detached
             + sum(p.lost + (p.spool.lost if p.spool is not None else 0) for p in pipes),
             spooled=sum(len(p.spool) for p in pipes if p.spool is not None),
+            conflated=self._conflated_detached + sum(p.outq.replaced + p.inq.replaced for p in pipes),
         )
 
     # ------------------------------------------------------------------ closing
@@ -1000,9 +1010,12 @@ class Socket(trio.abc.AsyncResource):
 
     def new_pipe(self, endpoint: str, *, persistent: bool) -> Pipe:
         options = self.options
-        pipe = Pipe(
-            MessageQueue(options.sndhwm), MessageQueue(options.rcvhwm), endpoint, persistent=persistent
-        )
+        if self.conflate:
+            pipe = Pipe(ConflatingQueue(), self.conflating_inq(), endpoint, persistent=persistent)
+        else:
+            pipe = Pipe(
+                MessageQueue(options.sndhwm), MessageQueue(options.rcvhwm), endpoint, persistent=persistent
+            )
         pipe.on_drained = self._pipe_drained
         pipe.last_read = self._last_read
         if options.swap:
@@ -1017,6 +1030,15 @@ class Socket(trio.abc.AsyncResource):
             self._nursery.start_soon(spool.run)
         self.adopt_queues(pipe)
         return pipe
+
+    def conflating_inq(self) -> ConflatingQueue:
+        """An incoming queue that keeps the latest message. A SUB's keeps the
+        latest that matches its subscriptions: one that does not (over epgm,
+        where the publisher cannot filter) must not push out one that does."""
+        pattern = self.pattern
+        if self.socket_type is SocketType.SUB and isinstance(pattern, Sub):  # (an XSUB does not filter)
+            return ConflatingQueue(pattern.wants)
+        return ConflatingQueue()
 
     def adopt_queues(self, pipe: Pipe) -> None:
         """Wire *pipe*'s queues (possibly shared with an inproc peer) to this socket's wake-ups."""
@@ -1133,6 +1155,7 @@ class Socket(trio.abc.AsyncResource):
             # (and what its swap lost to failed reads or corrupted files)
             spool_lost = pipe.spool.lost if pipe.spool is not None else 0
             self._lost_detached += pipe.lost + queued + spool_lost
+            self._conflated_detached += pipe.outq.replaced + pipe.inq.replaced
         pipe.terminating = True
         self._drain_lot.unpark_all()
 
@@ -1210,6 +1233,12 @@ _SWAP_SLICE = 1 << 20
 
 #: MessagesDropped events come at most this often (seconds)
 _DROP_REPORT_IVL = 0.1
+
+#: socket types the conflate option acts on, as libzmq 4.3's (options.hpp,
+#: get_effective_conflate_option); the others accept it and ignore it
+_CONFLATING = frozenset(
+    (SocketType.PUSH, SocketType.PULL, SocketType.DEALER, SocketType.PUB, SocketType.SUB)
+)
 
 #: socket types whose linger defaults to 0, as libzmq's (xsub.cpp)
 _NO_LINGER = (SocketType.SUB, SocketType.XSUB)

@@ -3,7 +3,8 @@
 As in libzmq, a connecting socket's pipe exists from ``connect()`` on, so it
 can queue messages before the name is bound; the queues are joined to the
 binder's when it appears (bind and connect work in either order). Each queue's
-capacity is the sender's sndhwm plus the receiver's rcvhwm. Inproc
+capacity is the sender's sndhwm plus the receiver's rcvhwm; both queues
+conflate (no capacity, the latest message) if either socket does. Inproc
 connections are not re-established once either side closes.
 
 The registry of bound names lives in a ``trio.lowlevel.RunVar``: one per
@@ -21,11 +22,16 @@ from .._errors import EndpointError
 from .._zmtp._events import HandshakeComplete
 from ._core import SocketCore
 from ._monitor import FailureKind, HandshakeFailed
-from ._pipe import MessageQueue, Pipe
+from ._pipe import ConflatingQueue, Pipe
 
 
 class InprocCore(SocketCore, Protocol):
     """What the inproc transport needs beyond ``SocketCore``."""
+
+    #: the conflate option is on, and acts on this socket's type
+    conflate: bool
+
+    def conflating_inq(self) -> ConflatingQueue: ...
 
     def wake_receivers(self) -> None: ...
 
@@ -77,7 +83,7 @@ class InprocLink:
         the peer's pipe gives up the queue they share (it would count what is
         in it as lost), then each side drops its pipe once read."""
         peer_pipe = self.peer_pipe
-        peer_pipe.outq = MessageQueue(peer_pipe.outq.capacity)
+        peer_pipe.outq = peer_pipe.outq.successor()
         close_inproc_pipe(pipe)
         self.core.pipe_disconnected(pipe)
 
@@ -126,12 +132,21 @@ def _join(conn_core: InprocCore, conn_pipe: Pipe, bind_core: InprocCore, name: s
     endpoint = f"inproc://{name}"
     bind_pipe = bind_core.new_pipe(endpoint, persistent=False)
     bind_pipe.hands_over = True
+    c_opts, b_opts = conn_core.options, bind_core.options
+    if conn_core.conflate or bind_core.conflate:
+        # a queue both sockets share conflates if either one does (libzmq
+        # takes the connecting socket's option for both, and ignores the
+        # binder's); what the connector queued before the bind is conflated
+        if not isinstance(conn_pipe.outq, ConflatingQueue):
+            conn_pipe.outq = bind_core.conflating_inq().take_over(conn_pipe.outq)
+            conn_pipe.inq = conn_core.conflating_inq().take_over(conn_pipe.inq)
+            conn_core.adopt_queues(conn_pipe)
+    else:
+        conn_pipe.outq.capacity = _combined(c_opts.sndhwm, b_opts.rcvhwm)
+        conn_pipe.inq.capacity = _combined(b_opts.sndhwm, c_opts.rcvhwm)
     # the binder's pipe shares the connector's queues, crossed over
     bind_pipe.outq = conn_pipe.inq
     bind_pipe.inq = conn_pipe.outq
-    c_opts, b_opts = conn_core.options, bind_core.options
-    conn_pipe.outq.capacity = _combined(c_opts.sndhwm, b_opts.rcvhwm)
-    conn_pipe.inq.capacity = _combined(b_opts.sndhwm, c_opts.rcvhwm)
     bind_core.adopt_queues(bind_pipe)
 
     refusal: str | None = None

@@ -8,6 +8,9 @@ socket's parking lots on one side, the engine's (or, for inproc, the peer
 socket's) on the other. Callbacks fire on transitions only (empty to non-empty,
 and down to the low-water mark of half the capacity), so a busy pipe costs few
 wake-ups: a writer that waited for room is woken once there is room for many.
+
+With the ``conflate`` option a socket's queues conflate (``ConflatingQueue``):
+no high-water mark, and only the latest message waits.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ class MessageQueue:
     """
 
     __slots__ = ("_items", "capacity", "on_readable", "on_writable")
+
+    #: messages replaced by a newer one (a :class:`ConflatingQueue`'s count; never here)
+    replaced = 0
 
     def __init__(self, capacity: int) -> None:
         self._items: deque[Any] = deque()
@@ -123,6 +129,87 @@ class MessageQueue:
 
     def clear(self) -> int:
         return self.remove_if(lambda item: True)
+
+    def successor(self) -> MessageQueue:
+        """An empty queue of the same kind and capacity, to take this one's
+        place in a pipe (its counts carry on; its callbacks do not)."""
+        return MessageQueue(self.capacity)
+
+
+class ConflatingQueue(MessageQueue):
+    """A queue that keeps only the latest message: the ``conflate`` option.
+
+    A message put while another one waits takes its place, and the older one
+    is counted in ``replaced``. Messages are whole, so the one kept is the
+    last whole message (libzmq keeps the last frame). Control items
+    (subscriptions, heartbeats, the rest of a half-written message) are kept,
+    in order, as in any queue. There is no high-water mark: the queue is never
+    full, as libzmq's conflating pipes ignore ``sndhwm`` and ``rcvhwm``.
+    """
+
+    __slots__ = ("admit", "replaced")
+
+    def __init__(self, admit: Callable[[Msg], bool] | None = None) -> None:
+        super().__init__(0)
+        self.replaced = 0
+        #: a receiving queue's filter (a SUB's subscriptions): a message it
+        #: rejects is discarded on arrival instead of replacing the one waiting
+        self.admit = admit
+
+    def take_over(self, queue: MessageQueue) -> ConflatingQueue:
+        """Take what *queue* holds, conflated (to take its place in a pipe,
+        rewired by its owner)."""
+        for item in queue._items:
+            self.put(item)
+        return self
+
+    def writable(self) -> bool:
+        return True
+
+    def room(self) -> int:
+        return 1 << 30
+
+    def put(self, item: Any) -> None:
+        if type(item) is not list:
+            super().put(item)
+        elif self.admit is None or self.admit(item):
+            self._put_message(item)
+
+    def _put_message(self, msg: Msg) -> None:
+        items = self._items
+        # in the waiting message's place: the queue's length (and so its
+        # wake-ups) does not change
+        for i in range(len(items) - 1, -1, -1):
+            if type(items[i]) is list:
+                items[i] = msg
+                self.replaced += 1
+                return
+        items.append(msg)
+        if len(items) == 1:
+            self.on_readable()
+
+    def put_many(self, items: list[Any]) -> None:
+        if not all(type(item) is list for item in items):
+            for item in items:  # (control items come one at a time: not in practice)
+                self.put(item)
+            return
+        admit = self.admit
+        if admit is not None:
+            items = [msg for msg in items if admit(msg)]
+        if items:
+            self.replaced += len(items) - 1
+            self._put_message(items[-1])
+
+    def unget(self, item: Any) -> None:
+        if type(item) is list and any(type(each) is list for each in self._items):
+            self.replaced += 1  # (older than the message waiting, which stays)
+            return
+        super().unget(item)
+
+    def successor(self) -> ConflatingQueue:
+        new = ConflatingQueue(self.admit)
+        new.replaced = self.replaced
+        return new
 
 
 @attrs.frozen

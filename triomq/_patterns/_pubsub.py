@@ -272,6 +272,10 @@ class Sub(Pattern):
     def initial_subscriptions(self) -> list[bytes]:
         return list(self.filter.all_prefixes())
 
+    def wants(self, msg: Msg) -> bool:
+        """*msg* matches a subscription now."""
+        return self.filter.matches(msg[0])
+
     def subscribe(self, topic: bytes) -> None:
         self.filter.add(topic)
         # every one goes upstream, as libzmq's SUB sends them (an XPUB_VERBOSE
