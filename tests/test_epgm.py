@@ -299,6 +299,29 @@ async def test_a_conflating_subscriber_keeps_the_latest_message_it_wants() -> No
                 assert sub.statistics().conflated == 499
 
 
+async def test_inverted_matching_over_multicast() -> None:
+    """An inverted PUB sends everything to the group (its multicast pipe is
+    not subscribed to b"", which inverted would send it nothing, as libzmq's
+    does); inverted receivers keep what their topics do not match."""
+    with trio.fail_after(20):
+        ep = fresh_endpoint()
+        async with triomq.open_socket(triomq.PUB, rate=50_000, invert_matching=True) as pub:
+            await pub.bind(ep)
+            async with receivers(
+                ep, 2, rate=50_000, invert_matching=True, subscribe=lambda k: [[b"A"], []][k]
+            ) as (not_a, everything):
+                sent = [[b"A1"], [b"B1", b"x"], [b""], [b"AB"], [b"C-A"], [b"end"]]
+                got_not_a: list[list[bytes]] = []
+                got_all: list[list[bytes]] = []
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(collect, not_a, 4, got_not_a)
+                    nursery.start_soon(collect, everything, len(sent), got_all)
+                    for msg in sent:
+                        await pub.send_multipart(msg)
+                assert got_all == sent
+                assert got_not_a == [[b"B1", b"x"], [b""], [b"C-A"], [b"end"]]
+
+
 async def test_rate_limits_the_sender() -> None:
     with trio.fail_after(10):
         ep = fresh_endpoint()

@@ -232,6 +232,16 @@ class SocketOptions:
     xpub_verboser: bool = False
     xpub_manual: bool = False
     xpub_welcome_msg: bytes | None = None
+    #: PUB and XPUB: at a subscriber's full queue, ``send`` waits (and
+    #: ``send_nowait`` raises ``trio.WouldBlock``) until every subscriber the
+    #: message matches has room, instead of dropping it for that one (libzmq's
+    #: ZMQ_XPUB_NODROP). With ``swap``, the wait comes once the swap is full too
+    xpub_nodrop: bool = attrs.field(default=False, validator=v.instance_of(bool))
+    #: reverse the topic filter (libzmq's ZMQ_INVERT_MATCHING): a PUB or XPUB
+    #: sends each message to the subscribers *no* prefix of it is subscribed to
+    #: by, and a SUB receives only the messages none of its topics match. Set
+    #: it on both ends (XSUB does not filter: there it changes nothing)
+    invert_matching: bool = attrs.field(default=False, validator=v.instance_of(bool))
     #: topics to subscribe to from the start (SUB only)
     subscribe: tuple[bytes, ...] = attrs.field(default=(), converter=tuple)
 

@@ -210,8 +210,10 @@ async def run_multicast(
                 if refusal is not None:
                     raise EndpointError(f"cannot use {name}: {refusal}")
                 pattern = getattr(core, "pattern", None)
-                if isinstance(pattern, Pub):
+                if isinstance(pattern, Pub) and not core.options.invert_matching:
                     # libzmq's subscribe_to_all: receivers filter. Not reported to an XPUB.
+                    # (Inverted, a pipe subscribed to nothing is the one that gets
+                    # everything; libzmq's inverted PUB sends nothing to multicast.)
                     Pub.subscription(pattern, pipe, b"", True)
             # (a sink's pipe is connected when it first hears a source: see _Sink)
             _engines.setdefault(core, []).append(engine)

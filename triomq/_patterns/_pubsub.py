@@ -4,12 +4,20 @@ Publishers filter by prefix (one :class:`PrefixIndex` keyed by pipe, holding a
 pipe once per prefix as libzmq's mtrie) and never block: a subscriber whose pipe is at its HWM loses that message, which is
 counted. Subscribers filter too, with the same index, so transports that
 cannot filter at the publisher (multicast) behave the same.
+
+Two options have classes of their own, which ``make_pattern`` picks, so that
+the usual case checks no option per message: with ``xpub_nodrop``
+(:class:`NoDropPub`, :class:`NoDropXPub`) a publisher queues a message for
+all the subscribers it matches or, while one of them is full, for none (and
+the socket waits); with ``invert_matching`` a SUB (:class:`InvertedSub`)
+keeps what its topics do not match. An inverted publisher picks its matching
+function once, when it is made.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Hashable
+from collections.abc import Callable, Collection, Hashable
 from typing import cast
 
 from .._errors import StateError
@@ -34,6 +42,22 @@ class Pub(Pattern):
         self.index = PrefixIndex(counted=False)
         #: messages dropped per pipe (at its HWM)
         self.dropped_by_pipe: dict[PipeLike, int] = {}
+        #: the subscribers a message's first frame goes to
+        self._match: Callable[[bytes], Collection[Hashable]] = (
+            self._match_inverted if options.invert_matching else self.index.match_keys
+        )
+
+    def _match_inverted(self, data: bytes) -> Collection[Hashable]:
+        """invert_matching: the connected subscribers none of whose prefixes
+        *data* starts with, as libzmq's reversed matching (a subscriber that has
+        subscribed to nothing gets everything). Only peers there now, as without
+        inversion: a connecting pipe, which holds no subscriptions, queues nothing."""
+        matched = self.index.match_keys(data)
+        if not matched:
+            return [pipe for pipe in self.pipes if pipe.connected]
+        if len(matched) > 8:
+            matched = set(matched)
+        return [pipe for pipe in self.pipes if pipe.connected and pipe not in matched]
 
     def attach(self, pipe: PipeLike) -> bool:
         self.pipes.append(pipe)
@@ -58,7 +82,7 @@ class Pub(Pattern):
             self.index.remove(topic, pipe)
 
     def send(self, msg: Msg) -> bool:
-        keys = self.index.match_keys(msg[0])
+        keys = self._match(msg[0])
         if not keys:
             return True
         several = len(keys) > 1
@@ -78,7 +102,7 @@ class Pub(Pattern):
         # and marked when it goes to several. (With a disk swap, whose budget
         # the pipes share, the batch fills it one subscriber after another.)
         shares: dict[Hashable, list[tuple[list[Msg], bool]]] = {}
-        match_keys = self.index.match_keys
+        match_keys = self._match
         keys: Collection[Hashable] = ()
         start = 0
         for i, msg in enumerate(msgs):
@@ -102,6 +126,74 @@ class Pub(Pattern):
         """*pipe* is at its HWM: it misses *count* messages."""
         self.dropped += count
         self.dropped_by_pipe[pipe] = self.dropped_by_pipe.get(pipe, 0) + count
+
+
+class NoDropPub(Pub):
+    """A PUB with ``xpub_nodrop`` (libzmq's ZMQ_XPUB_NODROP): a message is
+    queued for every subscriber it matches, or, if one of them is full, for
+    none, and the socket waits (libzmq's xpub_t::xsend checks every matching
+    pipe's HWM first, ``dist_t::check_hwm``). Nothing is dropped or counted
+    as dropped. A change of subscriptions, or a peer leaving, may let a
+    waiting message through: the socket's senders are woken."""
+
+    def send(self, msg: Msg) -> bool:
+        keys = self._match(msg[0])
+        if not keys:
+            return True
+        for key in keys:
+            if not cast(PipeLike, key).writable():
+                return False
+        several = len(keys) > 1
+        for key in keys:
+            pipe = cast(PipeLike, key)
+            pipe.write(list(msg) if several and pipe.hands_over else msg)
+        return True
+
+    def send_batch(self, msgs: list[Msg]) -> int:
+        """The messages that fit whole, in order, up to the first that does
+        not: those are queued as a lossy PUB's batch (which then drops nothing)."""
+        if self.options.swap:
+            # a pipe with a swap decides between its queue and the disk (whose
+            # budget all the pipes share) one message at a time
+            return Pattern.send_batch(self, msgs)
+        fit = self._fitting(msgs)
+        if not fit:
+            return 0
+        return super().send_batch(msgs if fit == len(msgs) else msgs[:fit])
+
+    def _fitting(self, msgs: list[Msg]) -> int:
+        """How many of *msgs*, from the first, fit in the queues of all the
+        subscribers they match (each one's room counted down as it goes)."""
+        match = self._match
+        rooms: dict[Hashable, int] = {}
+        fit = run = 0
+        keys: Collection[Hashable] | None = None
+        for msg in msgs:  # in runs of messages for the same subscribers
+            found = match(msg[0])
+            if found == keys:
+                run += 1
+                continue
+            if keys is not None:
+                took = _take_room(rooms, keys, run)
+                fit += took
+                if took < run:
+                    return fit
+            keys, run = found, 1
+        if keys is not None:
+            fit += _take_room(rooms, keys, run)
+        return fit
+
+    def subscription(self, pipe: PipeLike, topic: bytes, subscribe: bool) -> None:
+        super().subscription(pipe, topic, subscribe)
+        self.wake_senders()
+
+    def disconnected(self, pipe: PipeLike) -> None:
+        super().disconnected(pipe)
+        self.wake_senders()
+
+    def detach(self, pipe: PipeLike) -> None:
+        super().detach(pipe)
+        self.wake_senders()
 
 
 class XPub(Pub):
@@ -242,6 +334,14 @@ class XPub(Pub):
             self.index.remove(topic, pipe)
 
 
+class NoDropXPub(NoDropPub, XPub):
+    """An XPUB with ``xpub_nodrop`` (see :class:`NoDropPub`)."""
+
+    def manual_subscription(self, topic: bytes, subscribe: bool) -> None:
+        super().manual_subscription(topic, subscribe)
+        self.wake_senders()
+
+
 class Sub(Pattern):
     """Fair-queues messages that match its subscriptions; sends subscriptions to every peer."""
 
@@ -323,6 +423,46 @@ class Sub(Pattern):
         return out
 
 
+class InvertedSub(Sub):
+    """A SUB with ``invert_matching``: it keeps the messages none of its topics
+    match (with no topics, every message), as libzmq's xsub_t::match. Its
+    subscriptions go upstream as usual: an inverted publisher leaves out what
+    they match, a publisher that is not inverted sends only that, and this
+    socket then keeps nothing."""
+
+    def recv_message(self) -> Msg | None:
+        fq = self._fq
+        matches = self.filter.matches
+        while True:
+            got = fq.recv()
+            if got is None:
+                return None
+            msg = got[1]
+            if not matches(msg[0]):
+                return msg
+            self.filtered += 1
+
+    def recv_batch(self, max_messages: int) -> list[Msg]:
+        out: list[Msg] = []
+        if self._put_back:
+            out.append(self._put_back.pop())
+        fq = self._fq
+        filt = self.filter
+        while len(out) < max_messages:
+            got: list[Msg] = []
+            fq.recv_batch(got, max_messages - len(out))
+            if not got:
+                break
+            if not filt:  # no topics: nothing to leave out
+                out.extend(got)
+                continue
+            matches = filt.matches
+            kept = [msg for msg in got if not matches(msg[0])]
+            self.filtered += len(got) - len(kept)
+            out.extend(kept)
+        return out
+
+
 class XSub(Sub):
     """A SUB whose application sends subscriptions as messages (``\\x01topic`` / ``\\x00topic``),
     and may send other messages upstream. It does not filter what it receives."""
@@ -363,6 +503,21 @@ class XSub(Sub):
     def recv_message(self) -> Msg | None:
         got = self._fq.recv()
         return None if got is None else got[1]
+
+
+def _take_room(rooms: dict[Hashable, int], keys: Collection[Hashable], wanted: int) -> int:
+    """How many of *wanted* messages all of *keys* have room for (their room
+    in *rooms*, found on first use); that many are taken from each one's room."""
+    took = wanted
+    for key in keys:
+        room = rooms.get(key)
+        if room is None:
+            room = rooms[key] = max(cast(PipeLike, key).room(), 0)
+        if room < took:
+            took = room
+    for key in keys:
+        rooms[key] -= took
+    return took
 
 
 def _add_run(shares: dict[Hashable, list[tuple[list[Msg], bool]]], keys: Collection[Hashable], run: list[Msg]) -> None:
