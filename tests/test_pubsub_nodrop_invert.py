@@ -449,3 +449,33 @@ async def test_inverted_nodrop_waits_only_for_subscribers_it_sends_to() -> None:
                 assert pub.statistics().dropped == 0
                 await pub.aclose()  # (which reports drops not reported yet)
                 assert not [e async for e in events if isinstance(e, triomq.MessagesDropped)]
+
+
+async def test_a_conflating_inverted_sub_keeps_the_latest_message_it_wants() -> None:
+    """conflate on an inverted SUB: a message its topics match (which it
+    would leave out) does not push out the one waiting that they do not."""
+    with trio.fail_after(10):
+        async with (
+            triomq.open_socket(triomq.XPUB, xpub_manual=True) as xpub,
+            triomq.open_socket(triomq.SUB, conflate=True, invert_matching=True, subscribe=[b"a"]) as sub,
+        ):
+            await sub.connect(await xpub.bind("inproc://inverted-conflate"))
+            assert await xpub.recv() == b"\x01a"
+            await xpub.subscribe(b"")  # (granted: everything, so the SUB's filter does the work)
+            for msg in (b"b1", b"b2", b"a1"):
+                await xpub.send(msg)
+            assert sub.recv_many_nowait() == [[b"b2"]]
+            assert sub.statistics().conflated == 1  # b1 (a1 was left out on arrival)
+
+
+async def test_a_conflating_nodrop_pub_never_waits() -> None:
+    """Its queues are never full (conflate keeps the latest message in each)."""
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PUB, conflate=True, xpub_nodrop=True, sndhwm=1) as pub:
+            await pub.bind("inproc://conflate-nodrop")
+            async with triomq.open_socket(triomq.SUB, rcvhwm=1, subscribe=[b""]) as sub:
+                await sub.connect("inproc://conflate-nodrop")
+                for i in range(10):
+                    pub.send_nowait(b"%d" % i)
+                assert sub.recv_many_nowait() == [[b"9"]]
+                assert pub.statistics().dropped == 0

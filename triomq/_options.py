@@ -308,6 +308,11 @@ class SocketOptions:
 #: the socket types that may set probe_router (libzmq: ROUTER, DEALER and REQ,
 #: and REP, whose probes no peer can use)
 _PROBING_TYPES = (SocketType.ROUTER, SocketType.DEALER, SocketType.REQ)
+#: xpub_nodrop (libzmq refuses ZMQ_XPUB_NODROP on any other socket)
+_PUBLISHERS = (SocketType.PUB, SocketType.XPUB)
+#: invert_matching (libzmq takes ZMQ_INVERT_MATCHING on any socket, and ignores
+#: it where it means nothing: surely a mistake, so refused)
+_PUBSUB = (SocketType.PUB, SocketType.XPUB, SocketType.SUB, SocketType.XSUB)
 
 
 def check_options_for_type(socket_type: SocketType, options: SocketOptions) -> None:
@@ -319,4 +324,10 @@ def check_options_for_type(socket_type: SocketType, options: SocketOptions) -> N
     if options.probe_router and socket_type not in _PROBING_TYPES:
         raise ValueError(
             f"probe_router applies to ROUTER, DEALER and REQ sockets, not {socket_type.name}"
+        )
+    if options.xpub_nodrop and socket_type not in _PUBLISHERS:
+        raise ValueError(f"xpub_nodrop applies to PUB and XPUB sockets, not {socket_type.name}")
+    if options.invert_matching and socket_type not in _PUBSUB:
+        raise ValueError(
+            f"invert_matching applies to PUB, XPUB, SUB and XSUB sockets, not {socket_type.name}"
         )

@@ -27,33 +27,12 @@ _PATTERNS: dict[SocketType, type[Pattern]] = {
     SocketType.XSUB: XSub,
 }
 
-_PUBLISHERS = (SocketType.PUB, SocketType.XPUB)
-_PUBSUB = (SocketType.PUB, SocketType.XPUB, SocketType.SUB, SocketType.XSUB)
-
-
-def check_pattern_options(socket_type: SocketType, options: SocketOptions) -> None:
-    """Raise ValueError for a pub-sub option set on a socket type it means
-    nothing to: surely a mistake. (libzmq refuses ZMQ_XPUB_NODROP on any
-    socket but PUB and XPUB; it takes ZMQ_INVERT_MATCHING on any socket, and
-    ignores it where it does not apply.)"""
-    if options.xpub_nodrop and socket_type not in _PUBLISHERS:
-        raise ValueError(f"xpub_nodrop applies to PUB and XPUB sockets, not {socket_type.name}")
-    if options.invert_matching and socket_type not in _PUBSUB:
-        raise ValueError(
-            f"invert_matching applies to PUB, XPUB, SUB and XSUB sockets, not {socket_type.name}"
-        )
-
 
 def make_pattern(socket_type: SocketType, options: SocketOptions) -> Pattern:
-    """The strategy object for *socket_type*.
-
-    Raises:
-        ValueError: an option that does not apply to *socket_type* (see
-            :func:`check_pattern_options`).
-    """
-    check_pattern_options(socket_type, options)
+    """The strategy object for *socket_type* (its options checked for it:
+    ``_options.check_options_for_type``)."""
     # (variants, so that the common case pays for no option check per message)
-    if options.xpub_nodrop:
+    if options.xpub_nodrop and socket_type in (SocketType.PUB, SocketType.XPUB):
         return NoDropXPub(options) if socket_type is SocketType.XPUB else NoDropPub(options)
     if options.invert_matching and socket_type is SocketType.SUB:
         return InvertedSub(options)

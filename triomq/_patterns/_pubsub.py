@@ -430,6 +430,9 @@ class InvertedSub(Sub):
     they match, a publisher that is not inverted sends only that, and this
     socket then keeps nothing."""
 
+    def wants(self, msg: Msg) -> bool:
+        return not self.filter.matches(msg[0])
+
     def recv_message(self) -> Msg | None:
         fq = self._fq
         matches = self.filter.matches
