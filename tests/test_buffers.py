@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import trio
+import trustme
 
 import triomq
 from triomq._transports._stream import IPC_SNDBUF, set_buffers
@@ -105,6 +106,80 @@ async def test_explicit_sizes_apply_to_both_ends(scheme: str) -> None:
     assert got == [(_linux_sndbuf(96 * 1024), _linux_rcvbuf(48 * 1024))] * 2
 
 
+def _rcv_wscale(sock: socket.socket) -> int:
+    """The window scale the connection's handshake gave its receive side
+    (struct tcp_info: the byte after six one-byte fields holds snd_wscale in
+    its low four bits and rcv_wscale in its high four)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return info[6] >> 4
+
+
+def _reference_wscales(rcvbuf: int | None) -> tuple[int, int]:
+    """rcv_wscale of both ends of a plain connection whose sockets had
+    SO_RCVBUF set (or not) before they listened and connected."""
+    server = socket.socket()
+    client = socket.socket()
+    with server, client:
+        for sock in (server, client):
+            if rcvbuf is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        client.connect(server.getsockname())
+        accepted, _ = server.accept()
+        with accepted:
+            return _rcv_wscale(accepted), _rcv_wscale(client)
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "tls"])
+async def test_tcp_sizes_are_set_before_the_handshake(scheme: str) -> None:
+    """As libzmq, a tcp socket gets its sizes before it connects or listens:
+    the window scale is agreed in the handshake from the receive buffer, and a
+    buffer shrunk afterwards takes less than the window the peer was told (a
+    stream into an 8 KiB rcvbuf stalled on retransmissions, seconds for 1 MB).
+    Both ends' window scales are those of sockets sized before the handshake."""
+    small = 8192
+    expected = _reference_wscales(small)
+    assert expected != _reference_wscales(None)  # (else this proves nothing)
+    server_tls: dict[str, Any] = {}
+    client_tls: dict[str, Any] = {}
+    if scheme == "tls":
+        ca = trustme.CA()
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+        client_ctx = ssl.create_default_context()
+        ca.configure_trust(client_ctx)
+        server_tls, client_tls = {"ssl_context": server_ctx}, {"ssl_context": client_ctx}
+    with trio.fail_after(10):
+        async with (
+            triomq.open_socket(triomq.PULL, rcvbuf=small, **server_tls) as pull,
+            triomq.open_socket(triomq.PUSH, rcvbuf=small, **client_tls) as push,
+        ):
+            await push.connect(await pull.bind(f"{scheme}://127.0.0.1:0"))
+            await push.wait_peers(1)
+            payload = b"x" * 1000
+            await push.send_many([[payload]] * 1000)
+            assert len(await _recv_all(pull, 1000)) == 1000
+            got = (_rcv_wscale(_tcp_socket(pull)), _rcv_wscale(_tcp_socket(push)))
+    assert got == expected
+
+
+async def _recv_all(sock: triomq.Socket, count: int) -> list[list[bytes]]:
+    got: list[list[bytes]] = []
+    while len(got) < count:
+        got += await sock.recv_many(count - len(got))
+    return got
+
+
+def _tcp_socket(sock: triomq.Socket) -> socket.socket:
+    """The kernel socket of *sock*'s only connection, under TLS too."""
+    (pipe,) = [p for p in sock._pipes if p.connected]
+    stream = pipe.link.stream  # type: ignore[union-attr]
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    return stream.socket  # type: ignore[no-any-return]
+
+
 async def test_a_large_message_crosses_ipc_with_the_default_buffers() -> None:
     big = bytes(range(256)) * (3 * 4096 + 7)  # 3 MiB and a bit: many buffers' worth
     async with (
@@ -134,7 +209,7 @@ def test_a_refused_size_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -
         left.close()  # (setsockopt now fails with EBADF, as a refusal would)
         with caplog.at_level("INFO", logger="triomq"):
             set_buffers(stream, sndbuf=65536, rcvbuf=65536)
-    assert caplog.text.count("could not set a connection's buffer size to 65536") == 2
+    assert caplog.text.count("could not set a socket's buffer size to 65536") == 2
 
 
 @pytest.mark.parametrize(

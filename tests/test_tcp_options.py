@@ -25,7 +25,7 @@ import trustme
 
 import triomq
 from triomq._endpoint import parse_endpoint
-from triomq._transports._stream import listen, tune_tcp
+from triomq._transports._stream import SocketSetup, listen, tune_tcp
 
 TIMEOUT = 10
 TCP = socket.IPPROTO_TCP
@@ -250,7 +250,9 @@ async def test_the_listening_socket_has_the_tos(endpoint: str, ipv6: bool, ca: t
         if problem is not None:
             pytest.skip(problem)
     ssl_context = tls_options(ca)[0]["ssl_context"] if endpoint.startswith("tls") else None
-    bound = await listen(parse_endpoint(endpoint), ipv6=ipv6, ssl_context=ssl_context, tos=EF)
+    bound = await listen(
+        parse_endpoint(endpoint), ipv6=ipv6, ssl_context=ssl_context, setup=SocketSetup(tos=EF)
+    )
     try:
         (sock,) = _listening_sockets(bound)
         assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_TOS) == EF

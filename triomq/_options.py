@@ -179,7 +179,8 @@ class SocketOptions:
     #: default does. None (the default) is the OS default too, except that ipc
     #: connections ask for a 512 KiB send buffer: Linux's default for Unix
     #: sockets (208 KiB) halves the bandwidth of large messages (TCP tunes its
-    #: own buffers).
+    #: own buffers). A tcp socket is sized before it connects or listens, as
+    #: in libzmq (the handshake agrees the window scale from it).
     sndbuf: int | None = attrs.field(default=None, validator=_buffer_size)
     rcvbuf: int | None = attrs.field(default=None, validator=_buffer_size)
     #: a task waiting in recv on a socket whose only connection is tcp or ipc

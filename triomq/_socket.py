@@ -49,7 +49,7 @@ from ._patterns._base import Msg
 from ._patterns._pubsub import Sub, XPub
 from ._patterns._reqrep import Router
 from ._socket_type import SocketType
-from ._transports._stream import check_ssl_context, listen
+from ._transports._stream import SocketSetup, check_ssl_context, listen
 from ._zmtp._connection import ZMTPConnection
 from ._zmtp._events import HandshakeComplete
 from ._zmtp._mechanism import Credentials, Mechanism
@@ -232,7 +232,7 @@ class Socket(trio.abc.AsyncResource):
         try:
             bound = await listen(
                 ep, backlog=self.options.backlog, ipv6=self.options.ipv6,
-                ssl_context=self.options.ssl_context, tos=self.options.tos,
+                ssl_context=self.options.ssl_context, setup=SocketSetup.of(self.options),
             )
         except EndpointError as exc:
             self.emit(BindFailed(endpoint, str(exc)))

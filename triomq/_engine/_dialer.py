@@ -9,7 +9,7 @@ from typing import Any
 import trio
 
 from .._endpoint import Endpoint
-from .._transports._stream import BoundListener, open_stream, peer_address
+from .._transports._stream import BoundListener, SocketSetup, open_stream, peer_address
 from ._core import SocketCore
 from ._monitor import Accepted, Closed, Connected, ConnectRetried
 from ._pipe import Pipe
@@ -50,6 +50,7 @@ async def run_dialer(
     options = core.options
     name = str(endpoint)
     reconnects = bool(options.reconnect_ivl)
+    setup = SocketSetup.of(options)
     with trio.CancelScope() as scope:
         task_status.started(scope)
         delay = options.reconnect_ivl or 0.0
@@ -57,7 +58,7 @@ async def run_dialer(
             try:
                 stream = await open_stream(
                     endpoint, ssl_context=options.ssl_context, tls_hostname=options.tls_hostname,
-                    tos=options.tos,
+                    setup=setup,
                 )
             except (OSError, trio.BrokenResourceError) as exc:
                 reason = _describe(exc)

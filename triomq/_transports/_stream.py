@@ -24,6 +24,7 @@ import trio
 
 from .._endpoint import Endpoint, split_source
 from .._errors import EndpointError
+from .._options import SocketOptions
 
 logger = logging.getLogger("triomq")
 
@@ -78,22 +79,61 @@ IPC_SNDBUF = 512 * 1024
 
 
 def set_buffers(stream: trio.abc.Stream, *, sndbuf: int | None, rcvbuf: int | None) -> None:
-    """Size a connection's kernel buffers (the ``sndbuf`` and ``rcvbuf`` options).
+    """Size an ipc connection's kernel buffers (the ``sndbuf`` and ``rcvbuf``
+    options; a tcp socket has its sizes before it connects or listens, see
+    :class:`SocketSetup`).
 
-    None is the OS default, but for a Unix socket's send buffer (IPC_SNDBUF);
-    -1 is the OS default. A refusal by the kernel is logged and ignored.
+    None is the OS default, but for the send buffer (IPC_SNDBUF); -1 is the OS
+    default. A refusal by the kernel is logged and ignored.
     """
     sock = _socket_of(stream)
-    if sock is None:
+    if sock is None or sock.family != stdlib_socket.AF_UNIX:
         return
-    if sndbuf is None and sock.family == stdlib_socket.AF_UNIX:
-        sndbuf = IPC_SNDBUF
+    _set_sizes(sock, IPC_SNDBUF if sndbuf is None else sndbuf, rcvbuf)
+
+
+def _set_sizes(sock: Any, sndbuf: int | None, rcvbuf: int | None) -> None:
     for option, value in ((stdlib_socket.SO_SNDBUF, sndbuf), (stdlib_socket.SO_RCVBUF, rcvbuf)):
         if value is not None and value >= 0:
             try:
                 sock.setsockopt(stdlib_socket.SOL_SOCKET, option, value)
             except OSError as exc:
-                logger.info("could not set a connection's buffer size to %d: %s", value, exc)
+                logger.info("could not set a socket's buffer size to %d: %s", value, exc)
+
+
+@attrs.frozen
+class SocketSetup:
+    """What a tcp or tls socket is given before it connects or listens, as
+    libzmq does: the ToS byte (``tos``, 0 = none), so that the handshake's
+    packets carry it, and the kernel's buffer sizes (``sndbuf``/``rcvbuf``,
+    None or -1 = the OS default). A connection's TCP window scale is fixed by
+    its receive buffer at the handshake: shrunk afterwards, the buffer takes
+    less than the window the peer was told, and the connection stalls on
+    retransmissions (a 1 000-message stream into an 8 KiB receive buffer took
+    13 s instead of 10 ms). Sockets a listener accepts inherit the sizes.
+    """
+
+    tos: int = 0
+    sndbuf: int | None = None
+    rcvbuf: int | None = None
+
+    @classmethod
+    def of(cls, options: SocketOptions) -> SocketSetup:
+        return cls(tos=options.tos, sndbuf=options.sndbuf, rcvbuf=options.rcvbuf)
+
+    def needed(self) -> bool:
+        """Anything to set (else trio's own connect will do)."""
+        return bool(self.tos) or any(
+            size is not None and size >= 0 for size in (self.sndbuf, self.rcvbuf)
+        )
+
+    def apply(self, sock: Any) -> None:
+        set_tos(sock, self.tos)
+        _set_sizes(sock, self.sndbuf, self.rcvbuf)
+
+
+#: nothing set before connect or listen
+NO_SETUP = SocketSetup()
 
 
 #: TCP_KEEPIDLE is TCP_KEEPALIVE on macOS (as in libzmq's tcp.cpp)
@@ -176,12 +216,12 @@ async def open_stream(
     *,
     ssl_context: ssl.SSLContext | None = None,
     tls_hostname: str | None = None,
-    tos: int = 0,
+    setup: SocketSetup = NO_SETUP,
 ) -> trio.abc.Stream:
     """Connect to *endpoint*.
 
-    A tcp or tls socket gets the ToS byte *tos* (0 = none) before it connects,
-    as in libzmq, so that the handshake's packets carry it too.
+    A tcp or tls socket gets *setup* (ToS byte, buffer sizes) before it
+    connects, as in libzmq.
 
     Raises:
         OSError: the connection failed (the dialer retries), including a host
@@ -197,8 +237,8 @@ async def open_stream(
         if endpoint.scheme == "ipc":
             return await trio.open_unix_socket(_ipc_address(endpoint.path))
         stream: trio.abc.Stream
-        if endpoint.source is not None or tos:
-            stream = await _open_tcp_in_turn(host, endpoint.port, source=endpoint.source, tos=tos)
+        if endpoint.source is not None or setup.needed():
+            stream = await _open_tcp_in_turn(host, endpoint.port, source=endpoint.source, setup=setup)
         else:
             stream = await trio.open_tcp_stream(host, endpoint.port)
     except ValueError as exc:
@@ -217,11 +257,13 @@ async def open_stream(
     return stream
 
 
-async def _open_tcp_in_turn(host: str, port: int, *, source: str | None, tos: int) -> trio.SocketStream:
+async def _open_tcp_in_turn(
+    host: str, port: int, *, source: str | None, setup: SocketSetup
+) -> trio.SocketStream:
     """Connect to (*host*, *port*) with a socket set up before it connects, which
     trio.open_tcp_stream cannot do: bound to the local address *source*
     (``host:port``, port 0 for any), as libzmq does for ``tcp://source;host:port``,
-    and with the ToS byte *tos* (0 = none). Each of *host*'s addresses is tried
+    and given *setup* (ToS byte, buffer sizes). Each of *host*'s addresses is tried
     in turn (no happy eyeballs: a source address has one family anyway, and
     libzmq tries one address).
     """
@@ -231,7 +273,7 @@ async def _open_tcp_in_turn(host: str, port: int, *, source: str | None, tos: in
     for family, type_, proto, _, sockaddr in targets:
         sock = trio.socket.socket(family, type_, proto)
         try:
-            set_tos(sock, tos)
+            setup.apply(sock)
             if local is not None:
                 if local[1]:
                     sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
@@ -298,13 +340,14 @@ async def listen(
     backlog: int = 100,
     ipv6: bool = False,
     ssl_context: ssl.SSLContext | None = None,
-    tos: int = 0,
+    setup: SocketSetup = NO_SETUP,
 ) -> BoundListener:
     """Listen on *endpoint*; the result carries the resolved endpoint (the real port).
 
-    A tcp or tls listening socket gets the ToS byte *tos* (0 = none) before it
-    binds, as in libzmq: its handshake replies carry it (and, on Linux, the
-    sockets it accepts inherit it; the session sets it on them too).
+    A tcp or tls listening socket gets *setup* before it binds, as in libzmq:
+    its handshake replies carry the ToS byte, and the sockets it accepts
+    inherit the buffer sizes (and, on Linux, the ToS byte; the session sets
+    that on them too).
 
     Raises:
         EndpointError: the address cannot be bound (in use, no such interface).
@@ -314,7 +357,7 @@ async def listen(
     try:
         if endpoint.scheme == "ipc":
             return await _listen_ipc(endpoint, backlog)
-        return await _listen_tcp(endpoint, backlog, ipv6, ssl_context, tos)
+        return await _listen_tcp(endpoint, backlog, ipv6, ssl_context, setup)
     except EndpointError:
         raise
     except (OSError, ValueError) as exc:
@@ -325,18 +368,18 @@ async def listen(
 
 
 async def _listen_tcp(
-    endpoint: Endpoint, backlog: int, ipv6: bool, ssl_context: ssl.SSLContext | None, tos: int
+    endpoint: Endpoint, backlog: int, ipv6: bool, ssl_context: ssl.SSLContext | None, setup: SocketSetup
 ) -> BoundListener:
     host = endpoint.host
     listener: trio.SocketListener | None = None
     if host == "*" and ipv6:
-        listener = await _listen_dual_stack(endpoint.port, backlog, tos)
+        listener = await _listen_dual_stack(endpoint.port, backlog, setup)
     if listener is None:
         if host == "*":
             host = "0.0.0.0"
         elif host == "localhost":
             host = "127.0.0.1"
-        listener = await _listen_first(host, endpoint.port, backlog, ipv6, tos)
+        listener = await _listen_first(host, endpoint.port, backlog, ipv6, setup)
     sockname = listener.socket.getsockname()
     bound_host = endpoint.host if endpoint.host != "*" else sockname[0]
     # (a source address means nothing to a bind: libzmq binds the host part)
@@ -348,7 +391,9 @@ async def _listen_tcp(
     return BoundListener([listener], resolved)
 
 
-async def _listen_first(host: str, port: int, backlog: int, ipv6: bool, tos: int) -> trio.SocketListener:
+async def _listen_first(
+    host: str, port: int, backlog: int, ipv6: bool, setup: SocketSetup
+) -> trio.SocketListener:
     """Listen on the first address *host* resolves to, as libzmq does.
 
     libzmq binds one address per bind. trio.open_tcp_listeners binds every
@@ -363,10 +408,10 @@ async def _listen_first(host: str, port: int, backlog: int, ipv6: bool, tos: int
     if not ipv6:
         infos.sort(key=lambda info: info[0] != stdlib_socket.AF_INET)  # (stable)
     family, type_, proto, _, sockaddr = infos[0]
-    return await _listen_socket(family, type_, proto, sockaddr, backlog, v6only=True, tos=tos)
+    return await _listen_socket(family, type_, proto, sockaddr, backlog, v6only=True, setup=setup)
 
 
-async def _listen_dual_stack(port: int, backlog: int, tos: int) -> trio.SocketListener | None:
+async def _listen_dual_stack(port: int, backlog: int, setup: SocketSetup) -> trio.SocketListener | None:
     """``tcp://*`` with ``ipv6=True``: one IPv6 socket that takes IPv4 clients too.
 
     libzmq clears IPV6_V6ONLY on its wildcard socket, so IPv4 clients reach it
@@ -377,7 +422,7 @@ async def _listen_dual_stack(port: int, backlog: int, tos: int) -> trio.SocketLi
     try:
         return await _listen_socket(
             stdlib_socket.AF_INET6, stdlib_socket.SOCK_STREAM, 0, ("::", port), backlog,
-            v6only=False, tos=tos,
+            v6only=False, setup=setup,
         )
     except OSError as exc:
         if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
@@ -387,17 +432,18 @@ async def _listen_dual_stack(port: int, backlog: int, tos: int) -> trio.SocketLi
 
 
 async def _listen_socket(
-    family: int, type_: int, proto: int, sockaddr: Any, backlog: int, *, v6only: bool, tos: int
+    family: int, type_: int, proto: int, sockaddr: Any, backlog: int, *, v6only: bool,
+    setup: SocketSetup,
 ) -> trio.SocketListener:
     """A listening socket, set up as trio.open_tcp_listeners does (SO_REUSEADDR,
     so that a restarted server can bind at once) but for IPV6_V6ONLY, which is
-    the caller's choice, and with the ToS byte *tos* (0 = none)."""
+    the caller's choice, and given *setup* (ToS byte, buffer sizes)."""
     sock = trio.socket.socket(family, type_, proto)
     try:
         sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
         if family == stdlib_socket.AF_INET6:
             sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, int(v6only))
-        set_tos(sock, tos)
+        setup.apply(sock)
         await sock.bind(sockaddr)
         sock.listen(backlog)
     except BaseException:
