@@ -57,6 +57,7 @@ class _CountedPipe:
 
     routing_id = b""
     connected = True
+    terminating = False
 
     def __init__(self, room: int, hands_over: bool = False) -> None:
         self.left = room

@@ -3,6 +3,8 @@ ZMQ_INVERT_MATCHING), between triomq sockets. Against libzmq: tests/interop/."""
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+
 import pytest
 import trio
 import trio.testing
@@ -479,3 +481,69 @@ async def test_a_conflating_nodrop_pub_never_waits() -> None:
                     pub.send_nowait(b"%d" % i)
                 assert sub.recv_many_nowait() == [[b"9"]]
                 assert pub.statistics().dropped == 0
+
+
+# ------------------------------------------------------------------ a peer being disconnected
+
+
+@pytest.mark.parametrize("kind", [triomq.PUB, triomq.XPUB])
+@pytest.mark.parametrize("nodrop", [False, True])
+@pytest.mark.parametrize("invert", [False, True])
+async def test_a_peer_being_disconnected_gets_no_new_messages(
+    kind: triomq.SocketType, nodrop: bool, invert: bool
+) -> None:
+    """disconnect() with linger writes out what was queued for that peer, and
+    queues nothing more for it. While that lasts the peer is still connected:
+    a subscription it sends then is not applied (an XPUB does not report it),
+    and an inverted publisher does not take it for a subscriber; so a message
+    is neither dropped for it nor, with xpub_nodrop, held back by its full
+    queue. libzmq 4.3.5 does the same for a subscription arriving then (no
+    report, the send goes through); see "Where the behaviour differs" for its
+    inverted XPUB_NODROP."""
+    big = b"x" * 100_000
+    with trio.fail_after(20):
+        async with triomq.open_socket(
+            triomq.SUB, rcvhwm=1, rcvbuf=4096, invert_matching=invert, subscribe=[] if invert else [b"a"]
+        ) as sub:
+            ep = await sub.bind("tcp://127.0.0.1:0")
+            async with triomq.open_socket(
+                kind, sndhwm=2, sndbuf=4096, linger=5, xpub_nodrop=nodrop, invert_matching=invert
+            ) as pub, AsyncExitStack() as stack:
+                await pub.connect(ep)
+                await pub.wait_peers()
+                events = await stack.enter_async_context(pub.monitor())
+                if kind is triomq.XPUB and not invert:
+                    assert await pub.recv() == b"\x01a"
+                for i in range(50):  # the SUB reads nothing: the kernel's buffers, then the queue, fill up
+                    try:
+                        pub.send_nowait(b"a%d" % i + big)
+                    except trio.WouldBlock:
+                        break
+                    await trio.testing.wait_all_tasks_blocked()
+                assert pub.peer_statistics()[0].queued_out == 2
+                dropped = pub.statistics().dropped
+                await pub.disconnect(ep)  # (its queue is written out in the background)
+                if kind is triomq.XPUB and not invert:
+                    assert await pub.recv() == b"\x00a"
+                await sub.subscribe(b"b")  # reaches the publisher while it flushes
+                await trio.testing.wait_all_tasks_blocked()
+                if kind is triomq.XPUB:
+                    with pytest.raises(trio.WouldBlock):
+                        pub.recv_nowait()  # not reported
+                pub.send_nowait(b"b-after")  # for nobody: neither dropped nor waiting
+                pub.send_nowait(b"c-after")  # (what an inverted publisher would send it)
+                assert pub.statistics().dropped == dropped
+                assert pub.peer_statistics()[0].queued_out == 2
+                # the SUB reads: the flush ends, and the pipe goes with all written
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_read_forever, sub)
+                    async for event in events:
+                        if isinstance(event, triomq.Disconnected):
+                            break
+                    nursery.cancel_scope.cancel()
+                assert event.lost == 0 and pub.statistics().pipes == 0
+
+
+async def _read_forever(sock: triomq.Socket) -> None:
+    while True:
+        await sock.recv_many()

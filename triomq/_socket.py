@@ -1160,6 +1160,11 @@ class Socket(trio.abc.AsyncResource):
         self._drain_lot.unpark_all()
 
     def pipe_subscription(self, pipe: Pipe, topic: bytes, subscribe: bool) -> None:
+        if pipe.terminating:
+            # a peer being disconnected (its queue still written out) gets no
+            # new messages: what it subscribes to now is not applied, nor
+            # reported, as in libzmq, whose pipe has left the socket by then
+            return
         self.pattern.subscription(pipe, topic, subscribe)
 
     def pipe_flushed(self, pipe: Pipe) -> None:

@@ -51,13 +51,15 @@ class Pub(Pattern):
         """invert_matching: the connected subscribers none of whose prefixes
         *data* starts with, as libzmq's reversed matching (a subscriber that has
         subscribed to nothing gets everything). Only peers there now, as without
-        inversion: a connecting pipe, which holds no subscriptions, queues nothing."""
+        inversion: a connecting pipe, which holds no subscriptions, queues nothing,
+        nor does one whose peer is being disconnected (still connected while
+        its queue is written out)."""
         matched = self.index.match_keys(data)
         if not matched:
-            return [pipe for pipe in self.pipes if pipe.connected]
+            return [pipe for pipe in self.pipes if pipe.connected and not pipe.terminating]
         if len(matched) > 8:
             matched = set(matched)
-        return [pipe for pipe in self.pipes if pipe.connected and pipe not in matched]
+        return [pipe for pipe in self.pipes if pipe.connected and not pipe.terminating and pipe not in matched]
 
     def attach(self, pipe: PipeLike) -> bool:
         self.pipes.append(pipe)
