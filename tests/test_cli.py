@@ -364,6 +364,45 @@ def test_pub_waits_for_subscriptions_not_only_handshakes(
     assert sub.poll(100) == 0
 
 
+async def test_pub_counts_the_subscriptions_of_the_peers_there_now() -> None:
+    """``pub --peers N`` waits for N connected peers that have subscribed: a
+    subscriber that came and went no longer counts, so a peer connecting after
+    it is waited for until its own subscription arrives (it used to be taken
+    as subscribed, and to miss the first messages)."""
+    import trio.testing
+
+    import triomq
+    from triomq._cli import _PeerStatus
+
+    with trio.fail_after(10):
+        async with (
+            triomq.open_socket(triomq.XPUB, xpub_verbose=True) as pub,
+            trio.open_nursery() as nursery,
+        ):
+            status = _PeerStatus()
+            nursery.start_soon(status.watch_subscriptions, pub)
+            await pub.bind("inproc://cli-subscribers")
+            async with triomq.open_socket(triomq.SUB, subscribe=[b""]) as gone:
+                await gone.connect("inproc://cli-subscribers")
+                await status.wait_subscribers(pub, 1)
+            async with triomq.open_socket(triomq.SUB) as late:
+                await late.connect("inproc://cli-subscribers")
+                await pub.wait_peers(1)
+                done = trio.Event()
+
+                async def wait() -> None:
+                    await status.wait_subscribers(pub, 1)
+                    done.set()
+
+                nursery.start_soon(wait)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not done.is_set() and status.subscribed(pub) == 0
+                await late.subscribe(b"")
+                await done.wait()
+                assert status.subscribed(pub) == 1
+            nursery.cancel_scope.cancel()
+
+
 def test_dealer_and_router_with_libzmq(
     start: Callable[..., Proc], zsock: Callable[[int], Any]
 ) -> None:

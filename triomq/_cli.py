@@ -787,8 +787,13 @@ class _PeerStatus:
                 self._subscribed.set()
                 self._subscribed = trio.Event()
 
-    async def wait_subscribers(self, count: int) -> None:
-        while len(self.subscribers) < count:
+    def subscribed(self, sock: Socket) -> int:
+        """The peers connected now that have subscribed (one that left, or
+        reconnected, must subscribe again: its connection is a new peer)."""
+        return sum(1 for peer in sock.peers() if id(peer) in self.subscribers)
+
+    async def wait_subscribers(self, sock: Socket, count: int) -> None:
+        while self.subscribed(sock) < count:
             await self._subscribed.wait()
 
     async def watch(self, events: trio.MemoryReceiveChannel[MonitorEvent]) -> None:
@@ -821,11 +826,11 @@ async def _wait_for_peers(
         await sock.wait_peers(peers)
         if sock.socket_type is SocketType.XPUB:
             # (a pub: a subscription travels just after its handshake)
-            await status.wait_subscribers(peers)
+            await status.wait_subscribers(sock, peers)
     if scope.cancelled_caught:
         if sock.statistics().peers >= peers:
             run.fail(
-                f"{len(status.subscribers)} of {peers} peer(s) subscribed within "
+                f"{status.subscribed(sock)} of {peers} peer(s) subscribed within "
                 f"{args.timeout:g}s on {_endpoints_text(args)}"
             )
         run.fail(
