@@ -650,9 +650,10 @@ class Socket(trio.abc.AsyncResource):
 
     async def recv_multipart_with_peer(self) -> tuple[list[bytes], PeerInfo | None]:
         """The next message and who sent it (its peer's handshake: address, user id
-        from the authenticator, metadata). On an XPUB, a subscription report
-        names the subscriber that sent it, and ``None`` when the report is of a
-        subscriber that left. A checkpoint; if cancelled, nothing was consumed.
+        from the authenticator, metadata); ``None`` for a message no peer
+        sent. On an XPUB, a subscription report names the subscriber it came
+        from, also once that subscriber has left (as its messages do). A
+        checkpoint; if cancelled, nothing was consumed.
         """
         return await self._wait_for(self._wait_to_receive, self._recv_with_peer_nowait)
 

@@ -198,6 +198,12 @@ class NoDropPub(Pub):
         self.wake_senders()
 
 
+#: what an XPUB's pending entry is: a message a peer sent, a report of its
+#: subscription, or a report of a peer that has left (xpub_manual has no one
+#: to apply a subscription to)
+_MESSAGE, _REPORT, _REPORT_OF_GONE = 0, 1, 2
+
+
 class XPub(Pub):
     """A PUB that hands subscriptions to the application as ``\\x01topic`` / ``\\x00topic``.
 
@@ -221,12 +227,13 @@ class XPub(Pub):
         super().__init__(options)
         self._fq = FairQueue()
         #: for the application before the fair queue: (message, the pipe it
-        #: came from or None, True for a report). A report goes behind what its
+        #: came from, what it is: _MESSAGE, _REPORT, or _REPORT_OF_GONE, a
+        #: report whose peer has left). A report goes behind what its
         #: pipe delivered before it (moved here from the pipe's queue), as
         #: libzmq's one queue in arrival order. (That lifts the rcvhwm for a
         #: peer that interleaves subscriptions and messages; libzmq's XPUB reads
         #: its pipes without one.)
-        self._pending: deque[tuple[Msg, PipeLike | None, bool]] = deque()
+        self._pending: deque[tuple[Msg, PipeLike, int]] = deque()
         #: xpub_manual: the peer of the last report read (None once it is gone)
         self._last_pipe: PipeLike | None = None
         self._read_a_report = False
@@ -247,9 +254,10 @@ class XPub(Pub):
         if self._last_pipe is pipe:
             self._last_pipe = None
         # its reports stay (libzmq's do): only the peer to apply them to is gone
-        if any(p is pipe and report for _, p, report in self._pending):
+        if any(p is pipe and kind == _REPORT for _, p, kind in self._pending):
             self._pending = deque(
-                (m, None if p is pipe and report else p, report) for m, p, report in self._pending
+                (m, p, _REPORT_OF_GONE if p is pipe and kind == _REPORT else kind)
+                for m, p, kind in self._pending
             )
 
     def connected(self, pipe: PipeLike) -> str | None:
@@ -275,17 +283,19 @@ class XPub(Pub):
         if gone:
             self._take_delivered(pipe)
             # (in libzmq's order: its trie's, which is the bytes' order)
-            self._pending.extend(([b"\x00" + prefix], None, True) for prefix in sorted(gone))
+            self._pending.extend(
+                ([b"\x00" + prefix], pipe, _REPORT_OF_GONE) for prefix in sorted(gone)
+            )
             self.wake_receivers()
 
     def _take_delivered(self, pipe: PipeLike) -> None:
         """Move what *pipe* delivered so far to the pending queue, ahead of a report of it."""
         if pipe.readable():
-            self._pending.extend((msg, pipe, False) for msg in pipe.take_all())
+            self._pending.extend((msg, pipe, _MESSAGE) for msg in pipe.take_all())
 
     def _report(self, msg: bytes, pipe: PipeLike) -> None:
         self._take_delivered(pipe)
-        self._pending.append(([msg], pipe, True))
+        self._pending.append(([msg], pipe, _REPORT))
         self.wake_receivers()
 
     def subscription(self, pipe: PipeLike, topic: bytes, subscribe: bool) -> None:
@@ -309,12 +319,11 @@ class XPub(Pub):
 
     def recv_message(self) -> Msg | None:
         if self._pending:
-            msg, pipe, report = self._pending.popleft()
-            if report:
-                self._last_pipe = pipe
+            msg, pipe, kind = self._pending.popleft()
+            if kind != _MESSAGE:
+                self._last_pipe = pipe if kind == _REPORT else None
                 self._read_a_report = True
-            if pipe is not None:
-                pipe.mark_read()  # (a report names its subscriber too)
+            pipe.mark_read()  # (a report names its subscriber too, gone or not)
             return msg
         got = self._fq.recv()
         return None if got is None else got[1]
