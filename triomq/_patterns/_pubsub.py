@@ -370,6 +370,8 @@ class Sub(Pattern):
         self.filtered = 0
         for topic in options.subscribe:
             self.filter.add(topic)
+        #: is a message whose first frame is this kept (InvertedSub: the opposite)
+        self._keeps: Callable[[bytes], bool] = self.filter.matches
 
     def attach(self, pipe: PipeLike) -> bool:
         self._fq.attach(pipe)
@@ -384,8 +386,12 @@ class Sub(Pattern):
         return list(self.filter.all_prefixes())
 
     def wants(self, msg: Msg) -> bool:
-        """*msg* matches a subscription now."""
-        return self.filter.matches(msg[0])
+        """*msg* would be kept now (it matches a subscription)."""
+        return self._keeps(msg[0])
+
+    def _keeps_all(self) -> bool:
+        """Every message is kept, as things stand (a batch needs no test)."""
+        return self.filter.matches_all
 
     def subscribe(self, topic: bytes) -> None:
         self.filter.add(topic)
@@ -402,13 +408,13 @@ class Sub(Pattern):
 
     def recv_message(self) -> Msg | None:
         fq = self._fq
-        matches = self.filter.matches
+        keeps = self._keeps
         while True:
             got = fq.recv()
             if got is None:
                 return None
             msg = got[1]
-            if matches(msg[0]):
+            if keeps(msg[0]):
                 return msg
             self.filtered += 1
 
@@ -418,17 +424,16 @@ class Sub(Pattern):
         if self._put_back:
             out.append(self._put_back.pop())
         fq = self._fq
-        filt = self.filter
+        keeps = self._keeps
         while len(out) < max_messages:
             got: list[Msg] = []
             fq.recv_batch(got, max_messages - len(out))
             if not got:
                 break
-            if filt.matches_all:
+            if self._keeps_all():
                 out.extend(got)
                 continue
-            matches = filt.matches
-            kept = [msg for msg in got if matches(msg[0])]
+            kept = [msg for msg in got if keeps(msg[0])]
             self.filtered += len(got) - len(kept)
             out.extend(kept)
         return out
@@ -441,40 +446,15 @@ class InvertedSub(Sub):
     they match, a publisher that is not inverted sends only that, and this
     socket then keeps nothing."""
 
-    def wants(self, msg: Msg) -> bool:
-        return not self.filter.matches(msg[0])
+    def __init__(self, options: SocketOptions) -> None:
+        super().__init__(options)
+        self._keeps = self._matches_none
 
-    def recv_message(self) -> Msg | None:
-        fq = self._fq
-        matches = self.filter.matches
-        while True:
-            got = fq.recv()
-            if got is None:
-                return None
-            msg = got[1]
-            if not matches(msg[0]):
-                return msg
-            self.filtered += 1
+    def _matches_none(self, data: bytes) -> bool:
+        return not self.filter.matches(data)
 
-    def recv_batch(self, max_messages: int) -> list[Msg]:
-        out: list[Msg] = []
-        if self._put_back:
-            out.append(self._put_back.pop())
-        fq = self._fq
-        filt = self.filter
-        while len(out) < max_messages:
-            got: list[Msg] = []
-            fq.recv_batch(got, max_messages - len(out))
-            if not got:
-                break
-            if not filt:  # no topics: nothing to leave out
-                out.extend(got)
-                continue
-            matches = filt.matches
-            kept = [msg for msg in got if not matches(msg[0])]
-            self.filtered += len(got) - len(kept)
-            out.extend(kept)
-        return out
+    def _keeps_all(self) -> bool:
+        return not self.filter  # (no topics: nothing to leave out)
 
 
 class XSub(Sub):
