@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import trio
 
 import triomq
@@ -32,3 +34,12 @@ async def wait_subscribed(pub: triomq.Socket, sub: triomq.Socket, topic: bytes =
             sub.recv_multipart_nowait()
         except trio.WouldBlock:
             break
+
+
+def connection_socket(sock: triomq.Socket) -> socket.socket:
+    """The kernel socket of *sock*'s only connection (under TLS too)."""
+    (pipe,) = [p for p in sock._pipes if p.connected]
+    stream = pipe.link.stream  # type: ignore[union-attr]
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    return stream.socket  # type: ignore[no-any-return]

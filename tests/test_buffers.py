@@ -22,6 +22,8 @@ import trustme
 import triomq
 from triomq._transports._stream import IPC_SNDBUF, set_buffers
 
+from .helpers import connection_socket
+
 
 def _sysctl(name: str) -> int:
     return int(Path(f"/proc/sys/net/core/{name}").read_text())
@@ -39,14 +41,6 @@ def _ipc_endpoint() -> str:
     return f"ipc://{tempfile.mkdtemp(prefix='tq')}/s"
 
 
-def _connection_socket(sock: triomq.Socket) -> socket.socket:
-    """The kernel socket of *sock*'s only connection."""
-    (pipe,) = [p for p in sock._pipes if p.connected]
-    session = pipe.link
-    stream = session.stream  # type: ignore[union-attr]
-    return stream.socket  # type: ignore[no-any-return]
-
-
 async def _buffers(endpoint: str, **options: Any) -> list[tuple[int, int]]:
     """(SO_SNDBUF, SO_RCVBUF) of the connection on the binding and the
     connecting side, after a message went through it each way."""
@@ -61,8 +55,8 @@ async def _buffers(endpoint: str, **options: Any) -> list[tuple[int, int]]:
         assert await b.recv() == b"pong"
         return [
             (
-                _connection_socket(s).getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
-                _connection_socket(s).getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                connection_socket(s).getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+                connection_socket(s).getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
             )
             for s in (a, b)
         ]
@@ -160,7 +154,7 @@ async def test_tcp_sizes_are_set_before_the_handshake(scheme: str) -> None:
             payload = b"x" * 1000
             await push.send_many([[payload]] * 1000)
             assert len(await _recv_all(pull, 1000)) == 1000
-            got = (_rcv_wscale(_tcp_socket(pull)), _rcv_wscale(_tcp_socket(push)))
+            got = (_rcv_wscale(connection_socket(pull)), _rcv_wscale(connection_socket(push)))
     assert got == expected
 
 
@@ -169,15 +163,6 @@ async def _recv_all(sock: triomq.Socket, count: int) -> list[list[bytes]]:
     while len(got) < count:
         got += await sock.recv_many(count - len(got))
     return got
-
-
-def _tcp_socket(sock: triomq.Socket) -> socket.socket:
-    """The kernel socket of *sock*'s only connection, under TLS too."""
-    (pipe,) = [p for p in sock._pipes if p.connected]
-    stream = pipe.link.stream  # type: ignore[union-attr]
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    return stream.socket  # type: ignore[no-any-return]
 
 
 async def test_a_large_message_crosses_ipc_with_the_default_buffers() -> None:

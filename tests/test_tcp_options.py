@@ -27,6 +27,8 @@ import triomq
 from triomq._endpoint import parse_endpoint
 from triomq._transports._stream import SocketSetup, listen, tune_tcp
 
+from .helpers import connection_socket
+
 TIMEOUT = 10
 TCP = socket.IPPROTO_TCP
 #: Linux: the options of the packet that completed a TCP handshake, on the
@@ -69,15 +71,6 @@ def figures(sock: socket.socket) -> dict[str, int]:
 def os_defaults(family: int = socket.AF_INET) -> dict[str, int]:
     with socket.socket(family) as fresh:
         return figures(fresh)
-
-
-def connection_socket(sock: triomq.Socket) -> socket.socket:
-    """The kernel socket of *sock*'s only connection (under TLS too)."""
-    (pipe,) = [p for p in sock._pipes if p.connected]
-    stream = pipe.link.stream  # type: ignore[union-attr]
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    return stream.socket  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
