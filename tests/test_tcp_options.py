@@ -157,6 +157,35 @@ async def test_ipv6_gets_the_traffic_class_and_the_tos(scheme: str, ca: trustme.
     assert accepted == connecting == expected
 
 
+async def test_maxrt_lands_on_both_ends_in_milliseconds(scheme: str, ca: trustme.CA) -> None:
+    """tcp_maxrt (seconds) is TCP_USER_TIMEOUT (milliseconds) on the connecting
+    and the accepted end, as libzmq's ZMQ_TCP_MAXRT; 0 leaves the OS's 0."""
+    bind_extra: dict[str, Any] = {}
+    connect_extra: dict[str, Any] = {}
+    if scheme == "tls":
+        bind_extra, connect_extra = tls_options(ca)
+    for maxrt, expected in [(2.5, 2500), (0.0015, 2), (0, 0)]:
+        with trio.fail_after(TIMEOUT):
+            async with (
+                triomq.open_socket(triomq.PAIR, linger=0, tcp_maxrt=maxrt, **bind_extra) as a,
+                triomq.open_socket(triomq.PAIR, linger=0, tcp_maxrt=maxrt, **connect_extra) as b,
+            ):
+                await b.connect(await a.bind(f"{scheme}://127.0.0.1:0"))
+                await b.send(b"ping")
+                assert await a.recv() == b"ping"
+                got = [connection_socket(s).getsockopt(TCP, socket.TCP_USER_TIMEOUT) for s in (a, b)]
+        assert got == [expected, expected], maxrt
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(-1, ValueError), (0.0004, ValueError), (2.2e6, ValueError), ("1", TypeError), (True, TypeError)],
+)
+async def test_bad_maxrt_is_refused(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="tcp_maxrt"):
+        triomq.SocketOptions(tcp_maxrt=value)
+
+
 async def test_ipc_connections_are_left_alone() -> None:
     endpoint = f"ipc://{tempfile.mkdtemp(prefix='tq')}/s"
     with trio.fail_after(TIMEOUT):

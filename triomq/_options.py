@@ -83,6 +83,20 @@ def _tcp_keepalive_cnt(instance: object, attribute: Any, value: int | None) -> N
         )
 
 
+#: TCP_USER_TIMEOUT takes milliseconds in a C int
+TCP_MAXRT_MAX = (2**31 - 1) / 1000
+
+
+def _tcp_maxrt(instance: object, attribute: Any, value: float) -> None:
+    """TCP_USER_TIMEOUT: seconds, kept to the millisecond (0 = the OS default)."""
+    _seconds_value(instance, attribute, value)
+    if value and not 0.001 <= value <= TCP_MAXRT_MAX:
+        raise ValueError(
+            f"tcp_maxrt must be 0 (the OS default) or 0.001 to {TCP_MAXRT_MAX:g} seconds"
+            f" (the kernel counts milliseconds), not {value!r}"
+        )
+
+
 def _tos(instance: object, attribute: Any, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"tos must be an int (the IP header's ToS byte), not {value!r}")
@@ -210,6 +224,12 @@ class SocketOptions:
     #: one and on each connecting one before it connects, as libzmq's ZMQ_TOS
     #: (0 = leave the OS default; not used by ipc or epgm)
     tos: int = attrs.field(default=0, validator=_tos)
+    #: how long data may stay unacknowledged before the kernel gives up on a
+    #: tcp or tls connection (TCP_USER_TIMEOUT, kept to the millisecond),
+    #: which then ends and is made again: seconds, as libzmq's ZMQ_TCP_MAXRT
+    #: in milliseconds. 0 = the OS default (retransmissions for about 15
+    #: minutes on Linux)
+    tcp_maxrt: float = attrs.field(default=0.0, validator=_tcp_maxrt)
 
     # --- heartbeats
     heartbeat_ivl: float | None = attrs.field(default=None, validator=_seconds)

@@ -37,7 +37,10 @@ ZMQ_NAMES = {
     "tcp_keepalive_cnt": zmq.TCP_KEEPALIVE_CNT,
     "tcp_keepalive_intvl": zmq.TCP_KEEPALIVE_INTVL,
     "tos": zmq.TOS,
+    "tcp_maxrt": zmq.TCP_MAXRT,
 }
+#: triomq's seconds -> libzmq's milliseconds
+ZMQ_MS = {"tcp_maxrt"}
 
 CASES = {
     "defaults": {},
@@ -48,8 +51,9 @@ CASES = {
                             "tcp_keepalive_intvl": 3},
     "tos": {"tos": EF},
     "tos_with_ecn_bits": {"tos": EF | 0b11},
+    "maxrt": {"tcp_maxrt": 2.5},
     "everything": {"tcp_keepalive": 1, "tcp_keepalive_idle": 60, "tcp_keepalive_cnt": 3,
-                   "tcp_keepalive_intvl": 10, "tos": 0x28},
+                   "tcp_keepalive_intvl": 10, "tos": 0x28, "tcp_maxrt": 30},
 }
 
 
@@ -60,6 +64,7 @@ def figures(sock: socket.socket) -> dict[str, int]:
         "cnt": sock.getsockopt(TCP, socket.TCP_KEEPCNT),
         "intvl": sock.getsockopt(TCP, socket.TCP_KEEPINTVL),
         "tos": sock.getsockopt(socket.IPPROTO_IP, socket.IP_TOS),
+        "maxrt": sock.getsockopt(TCP, socket.TCP_USER_TIMEOUT),
     }
 
 
@@ -86,7 +91,7 @@ class Libzmq:
         sock.linger = 0
         sock.rcvtimeo = sock.sndtimeo = TIMEOUT_MS
         for name, value in options.items():
-            sock.setsockopt(ZMQ_NAMES[name], value)
+            sock.setsockopt(ZMQ_NAMES[name], round(value * 1000) if name in ZMQ_MS else value)
         mon = sock.get_monitor_socket()
         self.made.append((sock, mon))
         return sock, mon
@@ -145,9 +150,11 @@ async def test_connections_get_libzmqs_figures(libzmq: Libzmq, options: dict[str
 
     assert triomq_connecting == libzmq_connecting
     assert triomq_accepted == libzmq_accepted
+    # (the figures compared are the ones asked for, not two untouched sockets)
     if options.get("tcp_keepalive") == 1:
-        # (the figures compared are the ones asked for, not two untouched sockets)
         assert triomq_connecting["keepalive"] == triomq_accepted["keepalive"] == 1
+    if "tcp_maxrt" in options:
+        assert triomq_connecting["maxrt"] == triomq_accepted["maxrt"] == options["tcp_maxrt"] * 1000
     if "tos" in options:
         assert triomq_connecting["tos"] == triomq_accepted["tos"] == options["tos"] & ~0b11
 

@@ -260,6 +260,7 @@ async def run_stream_session(
             cnt=options.tcp_keepalive_cnt,
             intvl=options.tcp_keepalive_intvl,
             tos=options.tos,
+            maxrt=options.tcp_maxrt,
         )
         try:
             conn = core.make_connection(accepted=pipe is None)

@@ -142,6 +142,7 @@ _TCP_KEEPIDLE: int | None = getattr(stdlib_socket, "TCP_KEEPIDLE", None) or geta
 )
 _TCP_KEEPCNT: int | None = getattr(stdlib_socket, "TCP_KEEPCNT", None)
 _TCP_KEEPINTVL: int | None = getattr(stdlib_socket, "TCP_KEEPINTVL", None)
+_TCP_USER_TIMEOUT: int | None = getattr(stdlib_socket, "TCP_USER_TIMEOUT", None)
 _IP_FAMILIES = (stdlib_socket.AF_INET, stdlib_socket.AF_INET6)
 
 
@@ -176,29 +177,34 @@ def tune_tcp(
     cnt: int | None,
     intvl: float | None,
     tos: int,
+    maxrt: float = 0.0,
 ) -> None:
     """Apply the tcp options to a tcp or tls connection (an ipc one is left alone).
 
     As libzmq's ``tune_tcp_keepalives``: with *keepalive* -1 (or None) nothing
     is set; with 0 or 1, SO_KEEPALIVE is set to it and each of *idle*, *cnt*,
-    *intvl* that is not -1 (or None) too. *tos* as :func:`set_tos`. The values
-    are checked by SocketOptions; a refusal by the kernel (a platform without
-    the option) is logged and ignored, where libzmq fails the connection.
+    *intvl* that is not -1 (or None) too. *tos* as :func:`set_tos`. *maxrt*
+    (seconds; 0 = none) as libzmq's ``tune_tcp_maxrt``: TCP_USER_TIMEOUT in
+    milliseconds. The values are checked by SocketOptions; a refusal by the
+    kernel (a platform without the option) is logged and ignored, where libzmq
+    fails the connection.
     """
-    if _os_default(keepalive) and not tos:
+    if _os_default(keepalive) and not tos and not maxrt:
         return
     sock = _socket_of(stream)
     if sock is None or sock.family not in _IP_FAMILIES:
         return
     set_tos(sock, tos)
-    if _os_default(keepalive):
-        return
-    settings = [
-        (stdlib_socket.SOL_SOCKET, stdlib_socket.SO_KEEPALIVE, "SO_KEEPALIVE", keepalive),
-        (stdlib_socket.IPPROTO_TCP, _TCP_KEEPIDLE, "TCP_KEEPIDLE", idle),
-        (stdlib_socket.IPPROTO_TCP, _TCP_KEEPCNT, "TCP_KEEPCNT", cnt),
-        (stdlib_socket.IPPROTO_TCP, _TCP_KEEPINTVL, "TCP_KEEPINTVL", intvl),
+    settings: list[tuple[int, int | None, str, float | None]] = [
+        (stdlib_socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", round(maxrt * 1000) or None),
     ]
+    if not _os_default(keepalive):
+        settings += [
+            (stdlib_socket.SOL_SOCKET, stdlib_socket.SO_KEEPALIVE, "SO_KEEPALIVE", keepalive),
+            (stdlib_socket.IPPROTO_TCP, _TCP_KEEPIDLE, "TCP_KEEPIDLE", idle),
+            (stdlib_socket.IPPROTO_TCP, _TCP_KEEPCNT, "TCP_KEEPCNT", cnt),
+            (stdlib_socket.IPPROTO_TCP, _TCP_KEEPINTVL, "TCP_KEEPINTVL", intvl),
+        ]
     for level, option, name, value in settings:
         if value is None or value == -1:
             continue
