@@ -554,3 +554,18 @@ async def test_req_and_rep_drop_a_message_recv_put_back_once_they_send() -> None
             assert await rep.recv_multipart() == [b"next"]
             await rep.send(b"re:next")
             assert await req.recv() == b"re:next"
+
+
+@pytest.mark.parametrize("options", [{"immediate": True}, {"sndhwm": 1}])
+async def test_rpc_attempt_timeout_bounds_a_send_that_cannot_go(options: dict[str, object]) -> None:
+    """With no server, a DEALER that may not queue (immediate) or whose queue is
+    full (the first attempt's copy fills sndhwm=1) waits to send: that wait is
+    part of the attempt, so the call still fails after its attempts."""
+    policy = triomq.RetryPolicy(attempt_timeout=0.05, attempts=3)
+    with trio.fail_after(5):
+        async with triomq.open_rpc_client(
+            f"tcp://127.0.0.1:{free_port()}", policy=policy, **options
+        ) as client:
+            with pytest.raises(triomq.RequestFailed, match="no reply after 3 attempts"):
+                await client.request(b"anyone?")
+            assert client.retries == 2

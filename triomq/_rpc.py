@@ -78,8 +78,11 @@ class RpcClient:
                     if delay:
                         await trio.sleep(delay)
                         delay = min(delay * 2, policy.backoff_max)
-                await self.socket.send_multipart([request_id, b"", *body])
                 with trio.move_on_after(policy.attempt_timeout):
+                    # the send is part of the attempt: a DEALER with no peer
+                    # (``immediate``) or a full queue waits to send, and a
+                    # cancelled send queued nothing
+                    await self.socket.send_multipart([request_id, b"", *body])
                     return await receive.receive()
             raise RequestFailed(
                 f"no reply after {policy.attempts} attempts of {policy.attempt_timeout}s each"
