@@ -757,6 +757,29 @@ async def test_monitor_reports_lifecycle() -> None:
                 await wait_for_event(events, triomq.Closed)
 
 
+async def test_monitor_reports_closed_on_close_to_every_monitor() -> None:
+    """Closing the socket stops its listeners: each monitor sees Closed for each
+    bound endpoint (libzmq: EVENT_CLOSED, then EVENT_MONITOR_STOPPED) before the
+    events end; a monitor nobody reads (buffer 1, full) neither blocks the
+    socket nor takes events from the others."""
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.PULL) as pull:
+            async with pull.monitor() as events, pull.monitor(buffer=1) as _unread:
+                ep = await pull.bind("tcp://127.0.0.1:0")
+                inproc = await pull.bind("inproc://monitor-close")
+                async with triomq.open_socket(triomq.PUSH) as push:
+                    await push.connect(ep)
+                    await push.send(b"through")
+                    assert await pull.recv() == b"through"
+                await pull.aclose()
+                seen = [event async for event in events]
+        assert [e for e in seen if isinstance(e, triomq.Listening)] == [
+            triomq.Listening(ep), triomq.Listening(inproc)
+        ]
+        assert seen[-1] == triomq.Closed(ep)
+        assert isinstance(seen[-2], triomq.Disconnected)
+
+
 async def test_batch_calls_queue_whole_messages_and_respect_hwm() -> None:
     with trio.fail_after(10):
         async with triomq.open_socket(triomq.PULL, rcvhwm=3) as pull:

@@ -31,6 +31,7 @@ from ._engine._inproc import (
 )
 from ._engine._monitor import (
     BindFailed,
+    Closed,
     Disconnected,
     Listening,
     MessagesDropped,
@@ -937,6 +938,13 @@ class Socket(trio.abc.AsyncResource):
             self.wake_receivers()
             self._peers_lot.unpark_all()
             self._emit_drops()  # (what a timer task was to report)
+            # the acceptors report Closed once cancelled, when the monitors are
+            # closed: report it for them, as libzmq's close does and unbind does
+            listening = {id(b): b for b in self._binds.values() if b.scope is not None}
+            for bind in listening.values():
+                if not bind.endpoint.startswith("epgm://"):  # (no acceptor)
+                    for each in [bind, *bind.replaced]:
+                        self.emit(Closed(each.endpoint))
             for channel in self._monitors:
                 channel.close()
             self._nursery.cancel_scope.cancel()
