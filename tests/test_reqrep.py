@@ -569,3 +569,17 @@ async def test_rpc_attempt_timeout_bounds_a_send_that_cannot_go(options: dict[st
             with pytest.raises(triomq.RequestFailed, match="no reply after 3 attempts"):
                 await client.request(b"anyone?")
             assert client.retries == 2
+
+
+async def test_rpc_backoff_never_waits_longer_than_backoff_max(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``backoff_max`` is the longest wait between attempts, the first one included."""
+    policy = triomq.RetryPolicy(attempt_timeout=1, attempts=2, backoff=10, backoff_max=3)
+    async with triomq.open_socket(triomq.ROUTER) as router:
+        ep = await router.bind("inproc://rpc-backoff")  # nobody answers
+        async with triomq.open_rpc_client(ep, policy=policy) as client:
+            started = trio.current_time()
+            with pytest.raises(triomq.RequestFailed):
+                await client.request(b"x")
+            assert trio.current_time() - started == pytest.approx(1 + 3 + 1)

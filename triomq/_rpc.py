@@ -70,7 +70,7 @@ class RpcClient:
         send, receive = trio.open_memory_channel[list[bytes]](1)
         self._waiting[request_id] = send
         policy = self.policy
-        delay = policy.backoff
+        delay = min(policy.backoff, policy.backoff_max)
         try:
             for attempt in range(policy.attempts):
                 if attempt:
