@@ -58,10 +58,10 @@ async def main() -> None:
         print(f"  e.g. {replies[4].decode()}")
         nursery.cancel_scope.cancel()  # stop the server
 
-    # nobody answers now: each attempt times out, then the call fails. (linger=0:
-    # on closing, drop the requests still queued for the absent server rather
-    # than wait for it forever)
-    async with triomq.open_rpc_client(endpoint, policy=policy, linger=0) as rpc:
+    # nobody answers now: each attempt times out, then the call fails. (An RPC
+    # client's linger is 0 unless told otherwise: on closing, it drops the
+    # requests still queued for the absent server rather than wait for it forever)
+    async with triomq.open_rpc_client(endpoint, policy=policy) as rpc:
         try:
             await rpc.request(b"7")
         except triomq.RequestFailed as exc:
