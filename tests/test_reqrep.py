@@ -583,3 +583,11 @@ async def test_rpc_backoff_never_waits_longer_than_backoff_max(
             with pytest.raises(triomq.RequestFailed):
                 await client.request(b"x")
             assert trio.current_time() - started == pytest.approx(1 + 3 + 1)
+
+
+async def test_rpc_client_block_exception_comes_out_as_itself() -> None:
+    """As with open_socket, the client's dispatcher task does not turn an
+    exception of the block into an ExceptionGroup."""
+    with pytest.raises(KeyError, match="mine"):
+        async with triomq.open_rpc_client("inproc://rpc-nobody"):
+            raise KeyError("mine")

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 import trio
 
+from ._engine._groups import raise_plain
 from ._errors import RequestFailed, StateError
 from ._socket import Socket, open_socket
 from ._socket_type import SocketType
@@ -113,19 +114,25 @@ async def open_rpc_client(
 
     ``options`` are socket options for the DEALER underneath. ``linger``
     defaults to 0: a request still queued when the client closes has no
-    caller waiting for its reply any more.
+    caller waiting for its reply any more. An exception raised in the block
+    comes out as itself, not inside an ExceptionGroup.
     """
     options.setdefault("linger", 0)
     async with open_socket(SocketType.DEALER, **options) as sock:
         for endpoint in endpoints:
             await sock.connect(endpoint)
         client = RpcClient(sock, policy or RetryPolicy())
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client._dispatch)
-            try:
-                yield client
-            finally:
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client._dispatch)
+                try:
+                    yield client
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # the dispatcher never raises (but when cancelled): the group holds
+            # the block's exception, which comes out as itself, as open_socket's
+            raise_plain(group)
 
 
 Handler = Callable[[list[bytes]], Awaitable[Sequence[bytes] | bytes]]
