@@ -591,3 +591,32 @@ async def test_rpc_client_block_exception_comes_out_as_itself() -> None:
     with pytest.raises(KeyError, match="mine"):
         async with triomq.open_rpc_client("inproc://rpc-nobody"):
             raise KeyError("mine")
+
+
+async def test_rpc_cancelled_call_leaves_the_client_usable_and_its_late_reply_is_dropped() -> None:
+    started, release = trio.Event(), trio.Event()
+
+    async def handler(frames: list[bytes]) -> bytes:
+        if frames == [b"first"]:
+            started.set()
+            await release.wait()
+        return b"re:" + frames[0]
+
+    with trio.fail_after(10):
+        async with triomq.open_socket(triomq.ROUTER) as router, trio.open_nursery() as nursery:
+            ep = await router.bind("tcp://127.0.0.1:0")
+            await nursery.start(triomq.serve, router, handler)
+            async with triomq.open_rpc_client(ep) as client:
+                with trio.CancelScope() as scope:
+                    nursery.start_soon(_cancel_when_set, started, scope)
+                    await client.request(b"first")
+                assert scope.cancelled_caught
+                release.set()  # the first call's reply comes now, ahead of the next one's
+                assert await client.request(b"second") == [b"re:second"]
+                assert client.stale_replies == 1
+            nursery.cancel_scope.cancel()
+
+
+async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
