@@ -620,3 +620,40 @@ async def test_rpc_cancelled_call_leaves_the_client_usable_and_its_late_reply_is
 async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
     await event.wait()
     scope.cancel()
+
+
+@pytest.mark.parametrize("server_from_attempt", [None, 3])
+async def test_rpc_retries_take_back_the_copies_nobody_read(
+    autojump_clock: trio.testing.MockClock, server_from_attempt: int | None
+) -> None:
+    """While the server is away, each attempt's copy waits in the DEALER's
+    queue. A retry takes the unread one back, so a server that comes back runs
+    the request once, not once per attempt; after the last attempt (or a
+    cancelled call) no copy is left to run at all."""
+    handled: list[list[bytes]] = []
+
+    async def handler(frames: list[bytes]) -> bytes:
+        handled.append(frames)
+        return b"done"
+
+    policy = triomq.RetryPolicy(attempt_timeout=1, attempts=4)
+    ep = f"inproc://rpc-withdraw-{server_from_attempt}"
+    async with triomq.open_rpc_client(ep, policy=policy) as client, trio.open_nursery() as nursery:
+
+        async def server_later(delay: float) -> None:
+            await trio.sleep(delay)  # (virtual time: into the given attempt)
+            async with triomq.open_socket(triomq.ROUTER) as router:
+                await router.bind(ep)
+                await triomq.serve(router, handler)
+
+        if server_from_attempt is None:
+            with pytest.raises(triomq.RequestFailed):
+                await client.request(b"job")
+            nursery.start_soon(server_later, 0)
+            assert await client.request(b"second job") == [b"done"]
+            assert handled == [[b"second job"]]
+        else:
+            nursery.start_soon(server_later, server_from_attempt - 0.5)
+            assert await client.request(b"job") == [b"done"]
+            assert handled == [[b"job"]]
+        nursery.cancel_scope.cancel()

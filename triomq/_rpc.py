@@ -20,7 +20,7 @@ import trio
 
 from ._engine._groups import raise_plain
 from ._errors import RequestFailed, StateError
-from ._socket import Socket, open_socket
+from ._socket import Socket, _to_message, open_socket
 from ._socket_type import SocketType
 
 logger = logging.getLogger("triomq")
@@ -63,8 +63,11 @@ class RpcClient:
 
         Each attempt waits ``attempt_timeout``; after ``attempts`` attempts,
         raises :class:`triomq.RequestFailed`. The request may reach the server
-        more than once (at-least-once, as with any retry). The caller's cancel
-        scope bounds the whole call.
+        more than once (at-least-once, as with any retry), but an attempt's
+        copy still queued unwritten when it times out (the server away) is
+        taken back, so a server that comes back runs the request once, not
+        once per attempt; so is the copy of a call given up or cancelled. The
+        caller's cancel scope bounds the whole call.
         """
         body = [frames] if isinstance(frames, bytes) else list(frames)
         request_id = next(self._ids).to_bytes(8, "big")
@@ -72,6 +75,8 @@ class RpcClient:
         self._waiting[request_id] = send
         policy = self.policy
         delay = min(policy.backoff, policy.backoff_max)
+        sock = self.socket
+        sent: list[bytes] | None = None
         try:
             for attempt in range(policy.attempts):
                 if attempt:
@@ -83,13 +88,25 @@ class RpcClient:
                     # the send is part of the attempt: a DEALER with no peer
                     # (``immediate``) or a full queue waits to send, and a
                     # cancelled send queued nothing
-                    await self.socket.send_multipart([request_id, b"", *body])
-                    return await receive.receive()
+                    msg = _to_message([request_id, b"", *body])
+                    await sock._send(msg)
+                    sent = msg
+                    reply = await receive.receive()
+                    sent = None  # (written and answered)
+                    return reply
+                # A copy not written yet (the server away) is taken back: a
+                # server that comes back then runs the request once, not once
+                # per attempt (the guide's Lazy Pirate reopens its socket)
+                if sent is not None:
+                    sock._withdraw(sent)
+                    sent = None
             raise RequestFailed(
                 f"no reply after {policy.attempts} attempts of {policy.attempt_timeout}s each"
             )
         finally:
             del self._waiting[request_id]
+            if sent is not None:
+                sock._withdraw(sent)  # (the caller gave up)
 
     async def _dispatch(self) -> None:
         async for msg in self.socket:

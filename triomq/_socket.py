@@ -518,6 +518,12 @@ class Socket(trio.abc.AsyncResource):
         """
         await self._send(_to_message(frames))
 
+    def _withdraw(self, msg: Msg) -> bool:
+        """Take back *msg*, the very object a send queued, if it still waits
+        unwritten in a pipe's queue (the RPC client's retries). Not counted as
+        lost: the sender asked for it back."""
+        return any(pipe.unwrite(msg) for pipe in self._pipes)
+
     async def _send(self, msg: Msg) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
