@@ -312,6 +312,36 @@ def test_ping_pong_and_unknown_commands() -> None:
     assert events(a) == [Pong(b"ctx")]
 
 
+def test_commands_between_the_frames_of_a_message() -> None:
+    """libzmq 4.3 writes a PING or PONG between the frames of a multipart message
+    when its heartbeat timer (or a peer's PING) falls while it writes a large one:
+    the command is taken and the message goes on, by either decoding path."""
+    stream = (
+        encode_frame(b"a", MORE)
+        + encode_frame(b"\x04PING\x00\x0actx", COMMAND)
+        + encode_frame(b"b" * 300, MORE)
+        + encode_frame(b"\x04PONG", COMMAND)
+        + encode_frame(b"\x05HELLO", COMMAND)
+        + encode_frame(b"c")
+    )
+    _, b = connected_pair()
+    b.receive_data(stream)
+    assert events(b) == [Ping(1.0, b"ctx"), Pong(b""), Message([b"a", b"b" * 300, b"c"])]
+    _, b = connected_pair()
+    b.receive_data(stream)
+    out: list[list[bytes]] = []
+    seen: list[object] = []
+    while True:
+        b.read_messages(out, 10)
+        event = b.next_event()
+        if event is NEED_DATA:
+            break
+        seen.append(event)
+    assert out + [e.frames for e in seen if isinstance(e, Message)] == [[b"a", b"b" * 300, b"c"]]
+    assert [e for e in seen if not isinstance(e, Message)] == [Ping(1.0, b"ctx"), Pong(b"")]
+    assert b.state is ConnectionState.ACTIVE
+
+
 def test_eof_gives_connection_closed() -> None:
     _, b = connected_pair()
     b.receive_data(b"")

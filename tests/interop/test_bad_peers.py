@@ -206,3 +206,32 @@ async def test_second_pair_peer_is_refused(peers: Any, wait_event: Any) -> None:
             with pytest.raises(trio.WouldBlock):
                 pair.recv_nowait()
             assert await peers.z(peers.zpoll_recv, second, 0) is None
+
+
+async def test_ping_between_the_frames_of_a_message(peers: Any, zmtp: Any, wait_event: Any) -> None:
+    """libzmq 4.3 may write a PING (its heartbeat) or a PONG between the frames of
+    a multipart message it is writing: the command is answered and the message
+    delivered whole, on a connection that goes on."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with triomq.open_socket(triomq.PULL, linger=0) as pull:
+            endpoint = await pull.bind(peers.endpoint())
+            async with pull.monitor() as events:
+                stream = await zmtp.open_raw(endpoint)
+                async with stream:
+                    await stream.send_all(zmtp.greeting() + zmtp.ready(b"PUSH"))
+                    theirs = await zmtp.read_exactly(stream, 64)
+                    assert theirs[10] == 3
+                    assert (await zmtp.read_frame(stream))[1][:6] == b"\x05READY"
+                    await wait_event(events, triomq.HandshakeSucceeded)
+                    await stream.send_all(
+                        zmtp.frame(b"first", 0x01)
+                        + zmtp.command(b"PING", b"\x00\x00ctx")
+                        + zmtp.frame(b"x" * 300, 0x01)
+                        + zmtp.command(b"PONG")
+                        + zmtp.frame(b"last")
+                    )
+                    assert await zmtp.read_frame(stream) == (0x04, b"\x04PONGctx")
+                    assert await pull.recv_multipart() == [b"first", b"x" * 300, b"last"]
+                    await stream.send_all(zmtp.frame(b"next"))
+                    assert await pull.recv_multipart() == [b"next"]
+                    assert pull.statistics().peers == 1

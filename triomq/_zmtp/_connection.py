@@ -443,8 +443,10 @@ class ZMTPConnection:
             return Message(frames)
 
     def _command(self, name: bytes, data: bytes) -> Event | None:
-        if self._parts:
-            raise RemoteProtocolError("command frame inside a multipart message")
+        # a command may come between the frames of a multipart message: libzmq
+        # 4.3 sends a PING or PONG there when its timer or a peer's PING falls
+        # while it writes a large message. It is taken as it comes, and the
+        # message goes on (as libzmq reads it)
         if name == b"PING":
             ttl, context = decode_ping_untrusted(data)
             return Ping(ttl / 10, context)
