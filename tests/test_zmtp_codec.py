@@ -342,6 +342,18 @@ def test_commands_between_the_frames_of_a_message() -> None:
     assert b.state is ConnectionState.ACTIVE
 
 
+def test_ping_context_over_16_bytes_is_cut_as_libzmq_does() -> None:
+    """libzmq 4.3 answers a PING whose context is over 16 bytes with its first
+    16 and keeps the connection; a PING without its TTL is malformed."""
+    _, b = connected_pair()
+    b.receive_data(encode_frame(b"\x04PING\x00\x0a" + b"c" * 16 + b"d" * 4, COMMAND))
+    b.receive_data(encode_frame(b"after"))
+    assert events(b) == [Ping(1.0, b"c" * 16), Message([b"after"])]
+    b.receive_data(encode_frame(b"\x04PING\x00", COMMAND))
+    with pytest.raises(RemoteProtocolError, match="malformed PING"):
+        events(b)
+
+
 def test_eof_gives_connection_closed() -> None:
     _, b = connected_pair()
     b.receive_data(b"")

@@ -99,9 +99,11 @@ def encode_ping(ttl_deciseconds: int, context: bytes = b"") -> bytes:
 
 
 def decode_ping_untrusted(data: bytes) -> tuple[int, bytes]:
-    if len(data) < 2 or len(data) > 18:
+    """A PING's TTL and context. A context over 16 bytes is cut to 16, as libzmq
+    4.3 does (it answers with the first 16 and keeps the connection)."""
+    if len(data) < 2:
         raise RemoteProtocolError("malformed PING")
-    return _U16.unpack_from(data)[0], data[2:]
+    return _U16.unpack_from(data)[0], data[2:18]
 
 
 def encode_pong(context: bytes = b"") -> bytes:
