@@ -639,3 +639,104 @@ def test_frames_above_the_buffer_limit_are_fed_in_pieces() -> None:
     assert dec.next_frame() is None
     assert dec.wanted > 0
     assert dec.gather_buffer() is None
+
+
+# ---------------------------------------------------------------- whole streams, any split
+
+#: what a peer sends after the handshake: messages (a few with a frame over the
+#: decoder's big-frame threshold) and commands, some between a message's frames
+_traffic_st = st.lists(
+    st.one_of(
+        st.tuples(st.just("msg"), st.lists(st.binary(max_size=300), min_size=1, max_size=4)),
+        st.tuples(st.just("big"), st.integers(65_536, 140_000)),
+        st.tuples(
+            st.sampled_from(["PING", "PONG", "SUBSCRIBE", "CANCEL", "X-UNKNOWN"]),
+            st.binary(max_size=16),
+        ),
+        st.tuples(st.just("split"), st.sampled_from(["PING", "PONG", "X-UNKNOWN"])),
+    ),
+    max_size=12,
+)
+
+
+def _peer_stream(traffic: list[tuple[str, object]]) -> bytes:
+    """Everything a DEALER peer sends a ROUTER: greeting, READY, then *traffic*."""
+    peer = ZMTPConnection(SocketType.DEALER, NullMechanism(), routing_id=b"peer-id")
+    us = ZMTPConnection(SocketType.ROUTER, NullMechanism())
+    wire = peer.data_to_send()
+    us.receive_data(wire)
+    events(us)
+    peer.receive_data(us.data_to_send())
+    events(peer)
+    wire += peer.data_to_send()
+    for kind, arg in traffic:
+        if kind == "msg":
+            wire += peer.encode_message(arg)  # type: ignore[arg-type]
+        elif kind == "big":
+            wire += peer.encode_message([b"head", bytes([7]) * arg])  # type: ignore[list-item]
+        elif kind == "split":
+            command = encode_command(str(arg).encode(), b"\x00\x01")
+            wire += encode_frame(b"a", MORE) + encode_frame(command, COMMAND)
+            wire += encode_frame(b"b")
+        else:
+            body = b"\x00\x05" + arg if kind == "PING" else arg  # type: ignore[operator]
+            wire += encode_frame(encode_command(kind.encode(), body), COMMAND)  # type: ignore[arg-type]
+    return wire
+
+
+def _decode_stream(wire: bytes, cuts: list[int], limits: list[int], gather: list[bool]) -> list[object]:
+    """The events a ROUTER's connection gives for *wire* read in pieces, taking
+    messages by both paths (read_messages with the drawn limits, next_event) and
+    reading into gather_buffer() when drawn, as the session's reader does."""
+    conn = ZMTPConnection(SocketType.ROUTER, NullMechanism())
+    seen: list[object] = []
+    step = 0
+
+    def drain() -> None:
+        nonlocal step
+        while True:
+            out: list[list[bytes]] = []
+            conn.read_messages(out, limits[step % len(limits)])
+            step += 1
+            seen.extend(Message(frames) for frames in out)
+            event = conn.next_event()
+            if event is NEED_DATA:
+                return
+            seen.append(event)
+
+    pos = 0
+    for cut in [*sorted(cuts), len(wire)]:
+        while pos < cut:
+            view = conn.gather_buffer() if gather[step % len(gather)] else None
+            if view is not None:
+                n = min(len(view), cut - pos)
+                view[:n] = wire[pos : pos + n]
+                del view
+                conn.gathered(n)
+            else:
+                n = cut - pos
+                conn.receive_data(wire[pos:cut])
+            pos += n
+            drain()
+    return seen
+
+
+@settings(max_examples=150, deadline=None)
+@given(_traffic_st, st.data())
+def test_any_split_of_a_whole_stream_decodes_the_same(traffic, data) -> None:  # type: ignore[no-untyped-def]
+    """A peer's whole stream, from the first byte of its greeting, cut anywhere
+    and decoded by any mix of the connection's paths, gives the events it gives
+    read in one piece by next_event alone."""
+    wire = _peer_stream(traffic)
+    expected = _decode_stream(wire, [], [0], [False])
+    assert isinstance(expected[0], HandshakeComplete)
+    assert expected[0].peer_routing_id == b"peer-id"
+    assert sum(isinstance(e, Message) for e in expected) == sum(
+        kind in ("msg", "big", "split") for kind, _ in traffic
+    )
+    cuts = data.draw(st.lists(st.integers(0, len(wire)), max_size=8))
+    # cuts in the greeting and the handshake too, byte by byte
+    cuts += data.draw(st.lists(st.integers(0, min(len(wire), 130)), max_size=6))
+    limits = data.draw(st.lists(st.integers(0, 4), min_size=1, max_size=4))
+    gather = data.draw(st.lists(st.booleans(), min_size=1, max_size=3))
+    assert _decode_stream(wire, cuts, limits, gather) == expected
