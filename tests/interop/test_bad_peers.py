@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import zmq
 
 import triomq
@@ -235,3 +236,34 @@ async def test_ping_between_the_frames_of_a_message(peers: Any, zmtp: Any, wait_
                     await stream.send_all(zmtp.frame(b"next"))
                     assert await pull.recv_multipart() == [b"next"]
                     assert pull.statistics().peers == 1
+
+
+async def test_reason_of_a_protocol_error_after_a_ping(peers: Any, zmtp: Any, wait_event: Any) -> None:
+    """The peer's bad frame comes just after a PING, whose PONG wakes the writer:
+    the connection's end names the bad frame, never what the writer then met (a
+    closed connection), whether the reader or a receiving task that borrowed the
+    connection (the read lease) read them."""
+    with trio.fail_after(TEST_TIMEOUT):
+        async with triomq.open_socket(triomq.PULL, linger=0) as pull:
+            endpoint = await pull.bind(peers.endpoint())
+            async with pull.monitor() as events:
+                for borrowed in (False, True) * 6:
+                    stream = await zmtp.open_raw(endpoint)
+                    async with stream:
+                        await stream.send_all(zmtp.greeting() + zmtp.ready(b"PUSH"))
+                        await zmtp.read_exactly(stream, 64)
+                        await wait_event(events, triomq.HandshakeSucceeded)
+                        if borrowed:
+                            # (a receiver that just received goes on reading it)
+                            await stream.send_all(zmtp.frame(b"zero"))
+                            assert await pull.recv_multipart() == [b"zero"]
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(pull.recv_multipart)
+                            await trio.testing.wait_all_tasks_blocked()
+                            await stream.send_all(
+                                zmtp.frame(b"one")
+                                + zmtp.command(b"PING", b"\x00\x00")
+                                + b"\xf0\x05hello"
+                            )
+                        disconnected = await wait_event(events, triomq.Disconnected)
+                        assert "invalid flags" in disconnected.reason

@@ -454,19 +454,36 @@ class _Session:
 
     async def _guard(self, fn: Callable[[], Awaitable[None]], nursery: trio.Nursery) -> None:
         try:
-            await fn()
+            try:
+                await fn()
+            except _ENDINGS:
+                # what ended the connection in a borrower's hands is the reason,
+                # not what the writer met after it (a closed connection), which
+                # may come first, the reader not having run yet
+                handed = self._handed_back
+                if handed is None:
+                    raise
+                raise handed from None
         except _SessionEnded as exc:
-            self.reason = exc.reason
+            self._ending(exc.reason, nursery)
         except ProtocolError as exc:
-            self.reason = f"protocol error: {exc.reason}"
+            self._ending(f"protocol error: {exc.reason}", nursery)
             logger.info("%s: dropping peer: %s", self.pipe.endpoint, exc.reason)
             await _send_error_quietly(self.stream, self.conn, exc.reason)
         except TriomqError as exc:
-            self.reason = str(exc)
+            self._ending(str(exc), nursery)
         except _STREAM_ERRORS as exc:
-            self.reason = _describe(exc)
+            self._ending(_describe(exc), nursery)
             self._error = exc
         nursery.cancel_scope.cancel()
+
+    def _ending(self, reason: str, nursery: trio.Nursery) -> None:
+        """The first end of the session is its reason (close(), or the first task
+        to fail): a task that fails after it meets only its consequences, such
+        as the writer woken by a PONG to send on a connection the reader closed."""
+        if not nursery.cancel_scope.cancel_called:
+            self.reason = reason
+            nursery.cancel_scope.cancel()
 
     async def _read_loop(self) -> None:
         stream = self.stream
