@@ -33,6 +33,10 @@ BAD_OPENINGS: dict[str, Callable[[Any], bytes]] = {
     "binary_garbage": lambda z: bytes(range(256)) * 2,
     "bad_signature_end": lambda z: z.greeting(signature=b"\xff" + bytes(7) + b"\x01\x7e"),
     "major_version_2": lambda z: z.greeting(major=2, minor=0),
+    # libzmq 4.3 still speaks these (it reads the revision and downgrades);
+    # triomq refuses them at once, not at the handshake timeout
+    "zmtp_2_0_peer": lambda z: z.SIGNATURE + b"\x01\x08" + b"\x00\x00" + b"\x00\x05hello",
+    "zmtp_1_0_peer": lambda z: b"\x01\x00" + b"\x06\x00hello",
     "mechanism_mismatch": lambda z: z.greeting(b"PLAIN"),
     "unknown_mechanism": lambda z: z.greeting(b"BOGUS"),
     "message_before_ready": lambda z: z.greeting() + z.frame(b"hello"),
