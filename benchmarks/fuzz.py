@@ -5,8 +5,10 @@ hypothesis tests in tests/ are its short version).
     python benchmarks/fuzz.py --cases 1000000
 
 Targets: the ZMTP connection (greeting, framing, commands, NULL handshake), the
-PLAIN and CURVE server handshakes, the PGM packet parser, the spool record
-decoder. Inputs are random bytes and mutations (bit flips, truncation,
+PLAIN and CURVE server handshakes (authentication requests answered yes or no,
+so the rest of the handshake is reached), the NULL and PLAIN client sides, the
+PGM packet parser, the spool record decoder. Bytes are fed in random pieces,
+some read into the decoder's buffer for large frames, as the session does. Inputs are random bytes and mutations (bit flips, truncation,
 splices, length-field tweaks) of valid traffic. Only the library's own
 protocol errors are allowed; anything else, a hang (a case over 1 s) or memory
 growth is reported and the script exits non-zero.
@@ -30,7 +32,7 @@ from triomq._pgm import BadPacket, decode_packet_untrusted
 from triomq._socket_type import SocketType
 from triomq._swap import CorruptRecord, decode_records_untrusted, encode_record
 from triomq._zmtp._connection import ZMTPConnection
-from triomq._zmtp._events import NEED_DATA
+from triomq._zmtp._events import NEED_DATA, AuthenticationRequested
 
 
 def _pump(a: ZMTPConnection, b: ZMTPConnection) -> bytes:
@@ -56,6 +58,59 @@ def _valid_zmtp_traffic() -> bytes:
     b = ZMTPConnection(SocketType.ROUTER, NullMechanism())
     seen = _pump(a, b)
     return seen + a.encode_message([b"", b"x" * 300, b"y"]) + a.encode_ping(1.0, b"ctx")
+
+
+def _valid_plain_client_traffic() -> bytes:
+    """What a PLAIN client sends a server that lets it in: HELLO, INITIATE, messages."""
+    client = ZMTPConnection(
+        SocketType.REQ, PlainMechanism(as_server=False, authenticate=False, username=b"u", password=b"p")
+    )
+    server = ZMTPConnection(SocketType.REP, PlainMechanism(as_server=True, authenticate=True))
+    seen = b""
+    for _ in range(8):
+        out = client.data_to_send()
+        seen += out
+        if out:  # (b"" would say the stream closed)
+            server.receive_data(out)
+        while (event := server.next_event()) is not NEED_DATA:
+            if isinstance(event, AuthenticationRequested):
+                server.authentication_result(True)
+        if back := server.data_to_send():
+            client.receive_data(back)
+        while client.next_event() is not NEED_DATA:
+            pass
+    return seen + client.encode_message([b"", b"x" * 300]) + client.encode_ping(1.0, b"ctx")
+
+
+def _server_traffic() -> tuple[bytes, bytes]:
+    """What a NULL and a PLAIN server send their client: greeting, handshake, messages."""
+    streams = []
+    for mech in ("NULL", "PLAIN"):
+        if mech == "NULL":
+            client = ZMTPConnection(SocketType.DEALER, NullMechanism())
+            server = ZMTPConnection(SocketType.ROUTER, NullMechanism())
+        else:
+            client = ZMTPConnection(
+                SocketType.DEALER,
+                PlainMechanism(as_server=False, authenticate=False, username=b"u", password=b"p"),
+            )
+            server = ZMTPConnection(SocketType.ROUTER, PlainMechanism(as_server=True, authenticate=True))
+        seen = b""
+        for _ in range(8):
+            if out := client.data_to_send():  # (b"" would say the stream closed)
+                server.receive_data(out)
+            while (event := server.next_event()) is not NEED_DATA:
+                if isinstance(event, AuthenticationRequested):
+                    server.authentication_result(True)
+            back = server.data_to_send()
+            seen += back
+            if back:
+                client.receive_data(back)
+            while client.next_event() is not NEED_DATA:
+                pass
+        seen += server.encode_message([b"id", b"", b"y" * 300]) + server.encode_subscription(b"t", True)
+        streams.append(seen)
+    return streams[0], streams[1]
 
 
 def _valid_curve_client_traffic() -> tuple[bytes, bytes, bytes]:
@@ -101,14 +156,26 @@ def feed_connection(make: Callable[[], ZMTPConnection], data: bytes, rng: random
     pos = 0
     while pos < len(data):  # any split
         step = rng.randint(1, 64)
-        conn.receive_data(data[pos : pos + step])
+        view = conn.gather_buffer() if rng.random() < 0.5 else None
+        if view is not None:
+            # the rest of a large frame read straight into the decoder's buffer
+            step = min(step, len(view), len(data) - pos)
+            view[:step] = data[pos : pos + step]
+            del view
+            conn.gathered(step)
+        else:
+            conn.receive_data(data[pos : pos + step])
         pos += step
         bulk = rng.random() < 0.5  # the session's fast path first, as it reads
         for _ in range(10_000):
             if bulk:
                 conn.read_messages([], rng.randint(1, 8))
-            if conn.next_event() is NEED_DATA:
+            event = conn.next_event()
+            if event is NEED_DATA:
                 break
+            if isinstance(event, AuthenticationRequested):
+                # answered, as the session does, so the rest of the handshake is reached
+                conn.authentication_result(rng.random() < 0.8, user_id=b"u")
         else:
             raise AssertionError("connection produced endless events")
 
@@ -123,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
     zmtp = _valid_zmtp_traffic()
     curve_hello, spub, ssec = _valid_curve_client_traffic()
+    null_server, plain_server = _server_traffic()
     pgm_packets = _pgm_samples()
     records = b"".join(encode_record(m) for m in ([b"a"], [b"", b"b" * 100], [b"c"] * 5))
 
@@ -132,6 +200,19 @@ def main(argv: list[str] | None = None) -> int:
     def plain_target(data: bytes) -> None:
         feed_connection(
             lambda: ZMTPConnection(SocketType.REP, PlainMechanism(as_server=True, authenticate=True)), data, rng
+        )
+
+    def null_client_target(data: bytes) -> None:
+        feed_connection(lambda: ZMTPConnection(SocketType.DEALER, NullMechanism()), data, rng)
+
+    def plain_client_target(data: bytes) -> None:
+        feed_connection(
+            lambda: ZMTPConnection(
+                SocketType.DEALER,
+                PlainMechanism(as_server=False, authenticate=False, username=b"u", password=b"p"),
+            ),
+            data,
+            rng,
         )
 
     def curve_target(data: bytes) -> None:
@@ -159,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
 
     targets: list[tuple[str, Callable[[bytes], None], list[bytes]]] = [
         ("zmtp connection", zmtp_target, [zmtp]),
-        ("PLAIN server", plain_target, [zmtp.replace(b"NULL", b"PLAIN")]),
+        ("PLAIN server", plain_target, [_valid_plain_client_traffic(), zmtp.replace(b"NULL", b"PLAIN")]),
+        ("NULL client", null_client_target, [null_server]),
+        ("PLAIN client", plain_client_target, [plain_server]),
         ("CURVE server", curve_target, [curve_hello]),
         ("PGM packet parser", pgm_target, pgm_packets),
         ("spool records", records_target, [records]),
