@@ -68,6 +68,8 @@ def decode_greeting_untrusted(data: bytes | bytearray | memoryview) -> Greeting:
         0x41 <= c <= 0x5A or 0x30 <= c <= 0x39 or c in b"-_.+" for c in mechanism
     ):
         raise RemoteProtocolError(f"bad greeting: invalid mechanism name {raw_mech!r}")
+    # (libzmq 4.3.5 sends 0 here whatever its role, a PLAIN or CURVE server
+    # too: the peer's flag says nothing, and roles come from our own options)
     as_server = data[32]
     if as_server not in (0, 1):
         raise RemoteProtocolError("bad greeting: as-server must be 0 or 1")
