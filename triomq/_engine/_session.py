@@ -128,8 +128,9 @@ class PingCommand:
     context: bytes = b""
 
 
-@attrs.frozen
+@attrs.define
 class PongCommand:
+    #: the latest PING's context while the PONG waits (see _Session._on_command)
     context: bytes
 
 
@@ -381,6 +382,8 @@ class _Session:
         self._nursery: trio.Nursery | None = None
         #: the stream error that ended the connection, if one did
         self._error: BaseException | None = None
+        #: the PONG waiting in the queue, if one is
+        self._pong: PongCommand | None = None
         self._writes = WriteLog.for_stream(stream)
         self._fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
         self._last_write = -math.inf
@@ -555,7 +558,14 @@ class _Session:
         if isinstance(event, Subscription):
             self.core.pipe_subscription(self.pipe, event.topic, event.subscribe)
         elif isinstance(event, Ping):
-            self.pipe.outq.put(PongCommand(event.context))
+            # one PONG waits at a time, for the latest PING, as in libzmq: a peer
+            # that sends PINGs and reads nothing cannot pile PONGs up in memory
+            pong = self._pong
+            if pong is None:
+                self._pong = PongCommand(event.context)
+                self.pipe.outq.put(self._pong)
+            else:
+                pong.context = event.context
             if event.ttl and not self._peer_timeout:
                 self._peer_timeout = event.ttl
                 if not self._heartbeating:
@@ -914,6 +924,8 @@ class _Session:
         if isinstance(item, SubscriptionCommand):
             return conn.encode_subscription(item.topic, item.subscribe)
         if isinstance(item, PongCommand):
+            if item is self._pong:
+                self._pong = None
             return conn.encode_pong(item.context)
         if isinstance(item, PingCommand):
             return conn.encode_ping(item.ttl, item.context)
