@@ -184,6 +184,17 @@ def test_metadata_round_trip_and_case_insensitive_lookup() -> None:
     assert get_property(decoded, "socket-type") == b"REQ"
 
 
+def test_metadata_with_a_name_twice_is_refused_whatever_its_case() -> None:
+    """Names compare ignoring case (RFC 37): "Identity" then "identity" would
+    route by one and show the other, so the peer is refused (libzmq sends each
+    name once)."""
+    raw = encode_metadata({"Socket-Type": b"DEALER", "Identity": b"A"}) + encode_metadata(
+        {"identity": b"B"}
+    )
+    with pytest.raises(RemoteProtocolError, match="'identity' given twice"):
+        decode_metadata_untrusted(raw)
+
+
 @given(st.binary(max_size=200))
 def test_metadata_garbage_is_a_protocol_error_or_parses(data: bytes) -> None:
     try:

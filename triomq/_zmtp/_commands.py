@@ -46,6 +46,7 @@ def decode_metadata_untrusted(data: bytes) -> dict[str, bytes]:
         RemoteProtocolError: truncated or malformed properties.
     """
     props: dict[str, bytes] = {}
+    seen: set[str] = set()
     pos = 0
     end = len(data)
     while pos < end:
@@ -58,6 +59,11 @@ def decode_metadata_untrusted(data: bytes) -> dict[str, bytes]:
         except UnicodeDecodeError:
             raise RemoteProtocolError("malformed metadata: property name is not ASCII") from None
         pos += n
+        if name.lower() in seen:
+            # (names compare ignoring case: "Identity" then "identity" would
+            # route by one and show the other; libzmq sends each name once)
+            raise RemoteProtocolError(f"malformed metadata: property {name!r} given twice")
+        seen.add(name.lower())
         (vlen,) = _U32.unpack_from(data, pos)
         pos += 4
         if pos + vlen > end:
