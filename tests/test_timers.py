@@ -220,3 +220,31 @@ async def test_heartbeats_do_not_disturb_req_rep(clock: trio.testing.MockClock) 
             await rep.send(b"a%d" % i)
             assert await req.recv() == b"a%d" % i
         assert rep.statistics().peers == 1  # never dropped
+
+
+async def test_our_pings_to_a_peer_that_never_reads_queue_one_at_most(
+    clock: trio.testing.MockClock,
+) -> None:
+    """A peer that reads nothing (a long heartbeat_timeout keeps it): once the kernel's
+    buffers are full, one PING waits in the queue, not one more per interval."""
+    clock.autojump_threshold = 0  # (20,000 jumps: no real idle time before each)
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    async with triomq.open_socket(
+        triomq.DEALER, heartbeat_ivl=1, heartbeat_timeout=1e6, sndbuf=4096, linger=0
+    ) as dealer:
+        await dealer.connect(f"tcp://127.0.0.1:{port}")
+        raw = await listener.accept()
+        raw.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 4096)
+        conn = ZMTPConnection(triomq.ROUTER, NullMechanism())
+        await raw.send_all(conn.data_to_send())
+        while conn.peer_socket_type is None:
+            conn.receive_data(await raw.receive_some())
+            while conn.next_event() is not NEED_DATA:
+                pass
+            await raw.send_all(conn.data_to_send())
+        await trio.sleep(20000)  # 20,000 PINGs due: far more than the buffers hold
+        assert dealer.statistics().peers == 1
+        assert dealer.statistics().queued_out <= 1
+        await raw.aclose()
+    await listener.aclose()

@@ -379,6 +379,8 @@ class _Session:
         #: how long the peer may stay silent (heartbeat timeout, or the TTL it asked for)
         self._peer_timeout: float | None = None
         self._heartbeating = False
+        #: a PING of ours waits in the queue (the writer is stuck): no second one
+        self._ping_queued = False
         self._nursery: trio.Nursery | None = None
         #: the stream error that ended the connection, if one did
         self._error: BaseException | None = None
@@ -928,6 +930,7 @@ class _Session:
                 self._pong = None
             return conn.encode_pong(item.context)
         if isinstance(item, PingCommand):
+            self._ping_queued = False
             return conn.encode_ping(item.ttl, item.context)
         if item is _PROBE:
             return conn.encode_message((b"",))
@@ -961,7 +964,9 @@ class _Session:
             if self._peer_timeout and now - last >= self._peer_timeout:
                 raise _SessionEnded(f"heartbeat TTL of {self._peer_timeout}s expired")
             if now >= next_ping:
-                outq.put(PingCommand(ttl))
+                if not self._ping_queued:  # (else the last one has not gone out yet)
+                    self._ping_queued = True
+                    outq.put(PingCommand(ttl))
                 if pending is None:
                     pending = now
                 next_ping = now + ivl  # type: ignore[operator]
