@@ -248,3 +248,11 @@ async def test_our_pings_to_a_peer_that_never_reads_queue_one_at_most(
         assert dealer.statistics().queued_out <= 1
         await raw.aclose()
     await listener.aclose()
+
+
+@pytest.mark.parametrize("ttl", [6553.6, 1e9])
+def test_a_ttl_a_ping_cannot_carry_is_refused(ttl: float) -> None:
+    # libzmq: ZMQ_HEARTBEAT_TTL above 6553599 ms is EINVAL (a PING's TTL is 16 bits of deciseconds)
+    with pytest.raises(ValueError, match="heartbeat_ttl"):
+        triomq.SocketOptions(heartbeat_ttl=ttl)
+    assert triomq.SocketOptions(heartbeat_ttl=6553.599).heartbeat_ttl == 6553.599

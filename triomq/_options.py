@@ -97,6 +97,20 @@ def _tcp_maxrt(instance: object, attribute: Any, value: float) -> None:
         )
 
 
+#: a PING carries its TTL in deciseconds, in 16 bits: libzmq refuses a
+#: ZMQ_HEARTBEAT_TTL above 6553599 ms (EINVAL)
+HEARTBEAT_TTL_MAX = 6553.599
+
+
+def _heartbeat_ttl(instance: object, attribute: Any, value: float | None) -> None:
+    _seconds(instance, attribute, value)
+    if value is not None and value > HEARTBEAT_TTL_MAX:
+        raise ValueError(
+            f"heartbeat_ttl must be at most {HEARTBEAT_TTL_MAX} seconds (a PING carries"
+            f" deciseconds in 16 bits), not {value!r}"
+        )
+
+
 def _tos(instance: object, attribute: Any, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"tos must be an int (the IP header's ToS byte), not {value!r}")
@@ -232,9 +246,14 @@ class SocketOptions:
     tcp_maxrt: float = attrs.field(default=0.0, validator=_tcp_maxrt)
 
     # --- heartbeats
+    #: send a PING on each connection this often (None: no heartbeats)
     heartbeat_ivl: float | None = attrs.field(default=None, validator=_seconds)
+    #: drop a connection when nothing at all arrives this long after a PING
+    #: (None: heartbeat_ivl)
     heartbeat_timeout: float | None = attrs.field(default=None, validator=_seconds)
-    heartbeat_ttl: float | None = attrs.field(default=None, validator=_seconds)
+    #: the TTL our PINGs carry: the peer drops the connection when nothing
+    #: arrives from us for that long (to the decisecond, at most 6553.599 s)
+    heartbeat_ttl: float | None = attrs.field(default=None, validator=_heartbeat_ttl)
 
     # --- request-reply and routing
     req_correlate: bool = True
