@@ -133,6 +133,38 @@ async def test_heartbeat_timeout_on_virtual_time(clock: trio.testing.MockClock) 
     await listener.aclose()
 
 
+async def test_heartbeat_timeout_zero_pings_but_never_drops(clock: trio.testing.MockClock) -> None:
+    """libzmq's HEARTBEAT_TIMEOUT=0 (None is its -1, the interval): PINGs go
+    out, and a peer that never answers is kept."""
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    async with triomq.open_socket(
+        triomq.DEALER, heartbeat_ivl=5, heartbeat_timeout=0, reconnect_ivl=1000, linger=0
+    ) as dealer:
+        async with dealer.monitor() as events:
+            await dealer.connect(f"tcp://127.0.0.1:{port}")
+            stream, conn = await _silent_peer(listener, triomq.ROUTER)
+            await wait_for_event(events, triomq.HandshakeSucceeded)
+            await trio.sleep(60)
+            pings: list[object] = []
+            while len(pings) < 10:  # one every 5 s
+                data = await stream.receive_some()
+                if not data:
+                    break
+                conn.receive_data(data)
+                while (event := conn.next_event()) is not NEED_DATA:
+                    pings.append(event)
+            assert len(pings) >= 10 and all(p == Ping(0.0, b"") for p in pings)
+            assert dealer.statistics().peers == 1
+            while True:
+                try:
+                    assert not isinstance(events.receive_nowait(), triomq.Disconnected)
+                except trio.WouldBlock:
+                    break
+            await stream.aclose()
+    await listener.aclose()
+
+
 async def test_peer_ttl_drops_a_silent_connection(clock: trio.testing.MockClock) -> None:
     """A peer's PING with a TTL: if nothing more arrives within it, we hang up."""
     async with triomq.open_socket(triomq.ROUTER, linger=0) as router:

@@ -249,7 +249,7 @@ class SocketOptions:
     #: send a PING on each connection this often (None: no heartbeats)
     heartbeat_ivl: float | None = attrs.field(default=None, validator=_seconds)
     #: drop a connection when nothing at all arrives this long after a PING
-    #: (None: heartbeat_ivl)
+    #: (None: heartbeat_ivl; 0: never, PINGs only, as libzmq's 0)
     heartbeat_timeout: float | None = attrs.field(default=None, validator=_seconds)
     #: the TTL our PINGs carry: the peer drops the connection when nothing
     #: arrives from us for that long (to the decisecond, at most 6553.599 s)

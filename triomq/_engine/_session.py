@@ -941,7 +941,8 @@ class _Session:
         heartbeat_timeout of a PING, or within the TTL the peer asked for."""
         options = self.core.options
         ivl = options.heartbeat_ivl
-        timeout = options.heartbeat_timeout or ivl
+        # None: the interval (libzmq's -1); 0: no timeout, as in libzmq
+        timeout = ivl if options.heartbeat_timeout is None else options.heartbeat_timeout
         ttl = options.heartbeat_ttl or 0.0
         outq = self.pipe.outq
         now = trio.current_time()
