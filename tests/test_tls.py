@@ -79,6 +79,14 @@ async def tls_server(
             yield rep, endpoint, events
 
 
+async def echo_once_on(req: triomq.Socket, rep: triomq.Socket, endpoint: str) -> None:
+    await req.connect(endpoint)
+    await req.send(b"ping")
+    assert await rep.recv() == b"ping"
+    await rep.send(b"pong")
+    assert await req.recv() == b"pong"
+
+
 async def echo_once(rep: triomq.Socket, endpoint: str, ctx: ssl.SSLContext, **options: Any) -> None:
     async with triomq.open_socket(triomq.REQ, linger=0, ssl_context=ctx, **options) as req:
         await req.connect(endpoint)
@@ -208,3 +216,23 @@ async def test_tls_needs_the_right_context(ca: trustme.CA) -> None:
     async with triomq.open_socket(triomq.REP, linger=0, ssl_context="cert.pem") as rep:
         with pytest.raises(triomq.EndpointError, match=r"must be an ssl\.SSLContext"):
             await rep.bind("tls://127.0.0.1:0")
+
+
+async def test_a_close_is_a_tls_close_notify(ca: trustme.CA) -> None:
+    """Closing a socket ends its TLS connections cleanly (close_notify): the
+    peer sees a closed connection, not a truncated one, on either side."""
+    with trio.fail_after(TIMEOUT):
+        async with tls_server(server_context(ca)) as (rep, endpoint, events):
+            async with triomq.open_socket(triomq.REQ, linger=0, ssl_context=client_context(ca)) as req:
+                await req.connect(endpoint)
+                await req.send(b"ping")
+                assert await rep.recv() == b"ping"
+            gone = await next_event(events, triomq.Disconnected)
+            assert gone.reason == "peer closed the connection"
+        # and the bound side closing, seen from the connecting side
+        async with triomq.open_socket(triomq.REQ, linger=0, ssl_context=client_context(ca)) as req:
+            async with req.monitor() as theirs:
+                async with tls_server(server_context(ca)) as (rep, endpoint, events):
+                    await echo_once_on(req, rep, endpoint)
+                gone = await next_event(theirs, triomq.Disconnected)
+                assert gone.reason == "peer closed the connection"

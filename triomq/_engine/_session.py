@@ -71,6 +71,8 @@ DIRECT_GAP = 50e-6
 #: a connection lent to a receiving task (see _Session.read_for_receiver) goes
 #: back to the reader task after this long without a receiver
 LEASE_GRACE = 0.002
+#: closing a tls:// connection waits at most this long to send its close_notify
+TLS_CLOSE_WAIT = 0.1
 
 
 def _worth_vectoring(out: list[Buffer]) -> bool:
@@ -326,7 +328,30 @@ async def run_stream_session(
         core.emit(Disconnected(endpoint, peer_address, reason, pipe.lost - lost))
         return True
     finally:
-        await trio.aclose_forcefully(stream)
+        if isinstance(stream, trio.SSLStream) and _tls_established(stream):
+            await _close_tls(stream)
+        else:
+            await trio.aclose_forcefully(stream)
+
+
+def _tls_established(stream: trio.SSLStream[trio.abc.Stream]) -> bool:
+    try:
+        return stream.version() is not None
+    except trio.NeedHandshakeError:
+        return False
+
+
+async def _close_tls(stream: trio.SSLStream[trio.abc.Stream]) -> None:
+    """End a TLS connection with a close_notify (one small write, never a wait
+    for the peer's): without it the peer sees the connection cut short, a
+    TLS error, where it should see a close. Also when the socket is closing
+    (cancelled); bounded in time, in case the kernel's buffer is full."""
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + TLS_CLOSE_WAIT):
+        try:
+            await stream.aclose()  # (a broken stream: the transport is closed, no alert)
+        except _STREAM_ERRORS:
+            pass
+    await trio.aclose_forcefully(stream)
 
 
 def _handshake_failed(
