@@ -8,6 +8,7 @@ gets through afterwards.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,10 +16,14 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import trustme
 
 import triomq
 from triomq import auth
+from triomq._mechanisms._null import NullMechanism
+from triomq._zmtp._connection import ZMTPConnection
+from triomq._zmtp._events import NEED_DATA
 
 TIMEOUT = 10
 AUTH = triomq.FailureKind.AUTH
@@ -236,3 +241,41 @@ async def test_a_close_is_a_tls_close_notify(ca: trustme.CA) -> None:
                     await echo_once_on(req, rep, endpoint)
                 gone = await next_event(theirs, triomq.Disconnected)
                 assert gone.reason == "peer closed the connection"
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "tls"])
+async def test_bad_frame_while_our_writes_wait_costs_that_connection(ca: trustme.CA, scheme: str) -> None:
+    """A peer that reads nothing (our writer waits on the full connection) and
+    then breaks the protocol after the handshake: that connection is dropped
+    (no ERROR after the handshake, as libzmq), the socket goes on. tcp too:
+    the same path without TLS."""
+    tls = scheme == "tls"
+    options: dict[str, Any] = {"ssl_context": server_context(ca)} if tls else {}
+    with trio.fail_after(TIMEOUT):
+        async with triomq.open_socket(triomq.PUSH, linger=0, sndbuf=4096, **options) as push:
+            async with push.monitor() as events:
+                endpoint = await push.bind(f"{scheme}://127.0.0.1:0")
+                host, _, port = endpoint.partition("://")[2].rpartition(":")
+                raw: trio.abc.Stream = await trio.open_tcp_stream(host, int(port))
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # type: ignore[attr-defined]
+                if tls:
+                    raw = trio.SSLStream(raw, client_context(ca), server_hostname=host)
+                conn = ZMTPConnection(triomq.PULL, NullMechanism())
+                await raw.send_all(conn.data_to_send())
+                while conn.peer_socket_type is None:
+                    conn.receive_data(await raw.receive_some())
+                    while conn.next_event() is not NEED_DATA:
+                        pass
+                    await raw.send_all(conn.data_to_send())
+                for _ in range(100):  # far more than the kernel's buffers hold
+                    await push.send(bytes(65536))
+                await trio.testing.wait_all_tasks_blocked()  # (our writer waits)
+                await raw.send_all(b"\x80\x00")  # reserved flag bits: a protocol error
+                gone = await next_event(events, triomq.Disconnected)
+                assert "protocol error" in gone.reason
+            # the socket goes on: a good peer gets messages
+            async with triomq.open_socket(triomq.PULL, linger=0, **({"ssl_context": client_context(ca)} if tls else {})) as pull:
+                await pull.connect(endpoint)
+                await push.send(b"still here")
+                assert await pull.recv() == b"still here"
+            await raw.aclose()
