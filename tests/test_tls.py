@@ -279,3 +279,29 @@ async def test_bad_frame_while_our_writes_wait_costs_that_connection(ca: trustme
                 await push.send(b"still here")
                 assert await pull.recv() == b"still here"
             await raw.aclose()
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+async def test_server_stalled_in_tls_handshake_times_out_and_is_retried(
+    ca: trustme.CA, clock: trio.testing.MockClock
+) -> None:
+    """The connecting side of a stalled TLS handshake: handshake_ivl ends it, on
+    Trio's clock, and the connect tries again."""
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    options: dict[str, Any] = {"ssl_context": client_context(ca), "handshake_ivl": 45}
+    async with triomq.open_socket(triomq.PUSH, linger=0, **options) as push:
+        async with push.monitor() as events:
+            await push.connect(f"tls://127.0.0.1:{port}")
+            silent = await listener.accept()  # never answers the ClientHello
+            accepted_at = trio.current_time()
+            failed = await next_event(events, triomq.HandshakeFailed)
+            assert failed.kind is triomq.FailureKind.TIMEOUT
+            assert trio.current_time() - accepted_at == pytest.approx(45, abs=0.5)
+            await next_event(events, triomq.ConnectRetried)
+            await silent.aclose()
+    await listener.aclose()
