@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -109,6 +110,13 @@ def _heartbeat_ttl(instance: object, attribute: Any, value: float | None) -> Non
             f"heartbeat_ttl must be at most {HEARTBEAT_TTL_MAX} seconds (a PING carries"
             f" deciseconds in 16 bits), not {value!r}"
         )
+
+
+def _ssl_context(instance: object, attribute: Any, value: object) -> None:
+    # (checked when set, as the other options; whether it can serve a bind or
+    # a connect is known only then: see _transports._stream.check_ssl_context)
+    if value is not None and not isinstance(value, ssl.SSLContext):
+        raise TypeError(f"ssl_context must be an ssl.SSLContext, not {type(value).__name__}")
 
 
 def _tos(instance: object, attribute: Any, value: int) -> None:
@@ -298,7 +306,7 @@ class SocketOptions:
     #: an async callable judging each peer's handshake (see triomq.auth)
     authenticator: Callable[[Any], Awaitable[Any]] | None = None
     #: ssl.SSLContext for tls:// endpoints
-    ssl_context: Any = None
+    ssl_context: ssl.SSLContext | None = attrs.field(default=None, validator=_ssl_context)
     #: server_hostname for tls:// connections (defaults to the endpoint's host)
     tls_hostname: str | None = None
 
