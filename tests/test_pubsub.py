@@ -19,7 +19,7 @@ from triomq._zmtp._connection import ZMTPConnection
 from triomq._zmtp._events import NEED_DATA, Message, Subscription
 from triomq._zmtp._frames import encode_message
 
-from .helpers import wait_for_event, wait_subscribed
+from .helpers import raw_handshake, wait_for_event, wait_subscribed
 
 
 def test_prefix_index_counts_and_matches() -> None:
@@ -493,17 +493,7 @@ async def test_connecting_xpub_forgets_subscriptions_across_a_reconnect() -> Non
 async def _raw_peer(port: int, socket_type: triomq.SocketType, minor: int):  # type: ignore[no-untyped-def]
     """A ZMTP 3.<minor> peer built from the codec, over a plain trio stream."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
-    conn = ZMTPConnection(socket_type, NullMechanism())
-    greeting = bytearray(conn.data_to_send())
-    greeting[11] = minor
-    await stream.send_all(bytes(greeting))
-    events: list[object] = []
-    while conn.peer_socket_type is None:
-        conn.receive_data(await stream.receive_some())
-        while (event := conn.next_event()) is not NEED_DATA:
-            events.append(event)
-        if out := conn.data_to_send():
-            await stream.send_all(out)
+    conn, events = await raw_handshake(stream, socket_type, minor=minor)
     return stream, conn, events
 
 

@@ -9,11 +9,8 @@ import trio
 import trio.testing
 
 import triomq
-from triomq._mechanisms._null import NullMechanism
-from triomq._zmtp._connection import ZMTPConnection
-from triomq._zmtp._events import NEED_DATA
 
-from .helpers import wait_for_event
+from .helpers import raw_handshake, wait_for_event
 
 
 async def test_req_rep_round_trips(endpoint: str) -> None:
@@ -349,13 +346,7 @@ async def test_heartbeats_detect_a_dead_peer() -> None:
                 await d.connect(f"tcp://127.0.0.1:{port}")
                 # a fake peer that completes the greeting and READY, then goes silent
                 stream = await listener.accept()
-                conn = ZMTPConnection(triomq.ROUTER, NullMechanism())
-                await stream.send_all(conn.data_to_send())
-                while conn.peer_socket_type is None:
-                    conn.receive_data(await stream.receive_some())
-                    while conn.next_event() is not NEED_DATA:
-                        pass
-                    await stream.send_all(conn.data_to_send())
+                await raw_handshake(stream, triomq.ROUTER)
                 gone = await wait_for_event(events, triomq.Disconnected)
                 assert "heartbeat" in gone.reason
                 await stream.aclose()

@@ -11,7 +11,7 @@ import trio
 
 import triomq
 
-from .helpers import wait_for_event
+from .helpers import raw_handshake, wait_for_event
 
 
 def open_fds() -> int:
@@ -89,17 +89,7 @@ async def test_a_peer_that_never_reads_cannot_make_the_writer_buffer_without_bou
             await push.connect(f"tcp://127.0.0.1:{port}")
             peer = await listener.accept()
             # complete the handshake by hand, then never read again
-            from triomq._mechanisms._null import NullMechanism
-            from triomq._zmtp._connection import ZMTPConnection
-            from triomq._zmtp._events import NEED_DATA
-
-            conn = ZMTPConnection(triomq.PULL, NullMechanism())
-            await peer.send_all(conn.data_to_send())
-            while conn.peer_socket_type is None:
-                conn.receive_data(await peer.receive_some(64))
-                while conn.next_event() is not NEED_DATA:
-                    pass
-                await peer.send_all(conn.data_to_send())
+            await raw_handshake(peer, triomq.PULL, max_bytes=64)
             await push.wait_peers()
             sent = 0
             while True:

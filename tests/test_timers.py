@@ -15,11 +15,9 @@ import trio
 import trio.testing
 
 import triomq
-from triomq._mechanisms._null import NullMechanism
-from triomq._zmtp._connection import ZMTPConnection
 from triomq._zmtp._events import NEED_DATA, Ping
 
-from .helpers import wait_for_event
+from .helpers import raw_handshake, wait_for_event
 
 
 @pytest.fixture
@@ -97,15 +95,7 @@ async def test_no_reconnection_tries_once_and_never_spins(
 async def _silent_peer(listener: trio.SocketListener, socket_type: triomq.SocketType):  # type: ignore[no-untyped-def]
     """Accept one connection, complete the handshake, then never send again."""
     stream = await listener.accept()
-    conn = ZMTPConnection(socket_type, NullMechanism())
-    await stream.send_all(conn.data_to_send())
-    seen = []
-    while conn.peer_socket_type is None:
-        conn.receive_data(await stream.receive_some())
-        while (event := conn.next_event()) is not NEED_DATA:
-            seen.append(event)
-        if out := conn.data_to_send():
-            await stream.send_all(out)
+    conn, _ = await raw_handshake(stream, socket_type)
     return stream, conn
 
 
@@ -171,13 +161,7 @@ async def test_peer_ttl_drops_a_silent_connection(clock: trio.testing.MockClock)
         ep = await router.bind("tcp://127.0.0.1:0")
         async with router.monitor() as events:
             stream = await trio.open_tcp_stream("127.0.0.1", int(ep.rsplit(":", 1)[1]))
-            conn = ZMTPConnection(triomq.DEALER, NullMechanism())
-            await stream.send_all(conn.data_to_send())
-            while conn.peer_socket_type is None:
-                conn.receive_data(await stream.receive_some())
-                while conn.next_event() is not NEED_DATA:
-                    pass
-                await stream.send_all(conn.data_to_send())
+            conn, _ = await raw_handshake(stream, triomq.DEALER)
             await wait_for_event(events, triomq.HandshakeSucceeded)
             sent_at = trio.current_time()
             await stream.send_all(conn.encode_ping(30.0))  # "hang up if silent for 30 s"
@@ -268,13 +252,7 @@ async def test_our_pings_to_a_peer_that_never_reads_queue_one_at_most(
         await dealer.connect(f"tcp://127.0.0.1:{port}")
         raw = await listener.accept()
         raw.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 4096)
-        conn = ZMTPConnection(triomq.ROUTER, NullMechanism())
-        await raw.send_all(conn.data_to_send())
-        while conn.peer_socket_type is None:
-            conn.receive_data(await raw.receive_some())
-            while conn.next_event() is not NEED_DATA:
-                pass
-            await raw.send_all(conn.data_to_send())
+        await raw_handshake(raw, triomq.ROUTER)
         await trio.sleep(20000)  # 20,000 PINGs due: far more than the buffers hold
         assert dealer.statistics().peers == 1
         assert dealer.statistics().queued_out <= 1

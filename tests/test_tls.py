@@ -21,9 +21,8 @@ import trustme
 
 import triomq
 from triomq import auth
-from triomq._mechanisms._null import NullMechanism
-from triomq._zmtp._connection import ZMTPConnection
-from triomq._zmtp._events import NEED_DATA
+
+from .helpers import raw_handshake
 
 TIMEOUT = 10
 AUTH = triomq.FailureKind.AUTH
@@ -261,13 +260,7 @@ async def test_bad_frame_while_our_writes_wait_costs_that_connection(ca: trustme
                 raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # type: ignore[attr-defined]
                 if tls:
                     raw = trio.SSLStream(raw, client_context(ca), server_hostname=host)
-                conn = ZMTPConnection(triomq.PULL, NullMechanism())
-                await raw.send_all(conn.data_to_send())
-                while conn.peer_socket_type is None:
-                    conn.receive_data(await raw.receive_some())
-                    while conn.next_event() is not NEED_DATA:
-                        pass
-                    await raw.send_all(conn.data_to_send())
+                await raw_handshake(raw, triomq.PULL)
                 for _ in range(100):  # far more than the kernel's buffers hold
                     await push.send(bytes(65536))
                 await trio.testing.wait_all_tasks_blocked()  # (our writer waits)
